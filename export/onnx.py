@@ -1,0 +1,188 @@
+"""PyTorch U²-Net -> FP32 ONNX with the preprocessing spec in ``metadata_props``.
+
+Uses the TorchScript exporter (``dynamo=False``): it needs no onnxscript, traces U²-NetP in
+seconds and writes every bilinear upsample as an opset-11+ ``Resize`` whose output size comes
+from the skip tensor's runtime shape, so dynamic batch and dynamic H/W really are dynamic.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from export.errors import ExportError
+from runtime.preprocess import METADATA_PREFIX, PreprocessSpec
+from train.model import U2Net
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "mask"
+SIDE_NAMES = tuple(f"side{i}" for i in range(1, 7))
+MIN_OPSET = 11  # opset 10's Upsample/Resize cannot express align_corners=False (half-pixel) sampling
+MAX_OPSET = 20  # the newest opset torch's TorchScript exporter supports
+# Smallest traced size: five ceil-mode poolings must not reach 1 px, or the trace would drop resizes
+# that larger inputs need (the model skips a resize whose input already has the target size).
+MIN_SIZE = 32
+PRODUCER = "u2net-toolkit"
+
+
+def project_version() -> str:
+    try:
+        return importlib_metadata.version(PRODUCER)
+    except importlib_metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def encode_metadata(values: Mapping[str, Any]) -> dict[str, str]:
+    """Plain values -> the JSON-encoded strings every ``u2net.*`` metadata value is stored as."""
+    return {key: json.dumps(value) for key, value in values.items()}
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def write_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
+    """Replace ``metadata_props`` with ``props`` (already-encoded strings)."""
+    del model.metadata_props[:]
+    for key, value in sorted(props.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def pin_ir_version(model: onnx.ModelProto) -> None:
+    """Write the oldest IR version the opsets allow: onnx 1.23 would write IR 14, which some ORT builds reject."""
+    model.ir_version = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+
+
+def save_atomic(model: onnx.ModelProto, out_path: Path) -> None:
+    """Check, then write via a temp name and rename, so no half-written file is ever left behind."""
+    onnx.checker.check_model(model, full_check=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_options(out_path: Path, opset: int, size: int) -> None:
+    if opset < MIN_OPSET:
+        raise ExportError(f"{out_path}: opset {opset} is too old: bilinear upsampling needs opset >= {MIN_OPSET}")
+    if opset > MAX_OPSET:
+        raise ExportError(f"{out_path}: opset {opset} is newer than the exporter supports (at most {MAX_OPSET})")
+    if size < MIN_SIZE:
+        raise ExportError(f"{out_path}: input size {size} is too small; use at least {MIN_SIZE}")
+
+
+class _Probabilities(nn.Module):
+    """The deployable head: sigmoid of the fused map, optionally followed by the six side maps."""
+
+    def __init__(self, model: U2Net, all_outputs: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.all_outputs = all_outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        maps = self.model.forward_logits(x)
+        if self.all_outputs:
+            return tuple(torch.sigmoid(m) for m in maps)
+        return torch.sigmoid(maps[0])
+
+
+def output_names(all_outputs: bool) -> list[str]:
+    return [OUTPUT_NAME, *SIDE_NAMES] if all_outputs else [OUTPUT_NAME]
+
+
+def export_onnx(
+    model: U2Net,
+    out_path: str | os.PathLike,
+    *,
+    variant: str,
+    spec: PreprocessSpec,
+    opset: int = 17,
+    dynamic_hw: bool = False,
+    all_outputs: bool = False,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export ``model`` (FP32) to ``out_path``; returns the path.
+
+    Input ``image`` float32 (N, 3, S, S) with S = ``spec.size`` (N always dynamic; H and W too with
+    ``dynamic_hw``); output ``mask`` float32 (N, 1, H, W) fused probabilities, then ``side1..side6``
+    with ``all_outputs``. ``extra_metadata`` holds plain values (JSON-encoded here), e.g.
+    ``{"u2net.source_sha256": "..."}``.
+    """
+    out_path = Path(out_path)
+    check_options(out_path, opset, spec.size)
+    names = output_names(all_outputs)
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+    first = next(model.parameters())
+    if first.dtype != torch.float32 or first.device.type != "cpu":  # export a CPU FP32 copy, leave the caller's
+        model = copy.deepcopy(model).float().cpu()
+    was_training = model.training
+    # The wrapper must be in eval mode itself: the exporter restores the wrapper's mode, recursively, afterwards.
+    wrapper = _Probabilities(model, all_outputs).eval()
+    example = torch.zeros(1, 3, spec.size, spec.size)
+    tmp = out_path.with_name(f".{out_path.name}.raw.tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The legacy-exporter deprecation notice and the tracer's notes about the model's
+            # size-equality shortcut are expected here and say nothing the user can act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=names,
+                dynamic_axes={name: axes for name in (INPUT_NAME, *names)},
+                do_constant_folding=True,  # also folds every BatchNorm into its convolution
+            )
+        proto = onnx.load(tmp)
+    except OSError as exc:
+        raise ExportError(f"{out_path}: cannot write: {exc.strerror or exc}") from None
+    except Exception as exc:  # the exporter raises many types (unsupported opset, untraceable code...)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"{out_path}: torch.onnx.export failed: {first[:200]}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        model.train(was_training)
+    props = spec.to_metadata()
+    props.update(
+        encode_metadata(
+            {
+                f"{METADATA_PREFIX}variant": variant,
+                f"{METADATA_PREFIX}precision": "fp32",
+                f"{METADATA_PREFIX}version": project_version(),
+                f"{METADATA_PREFIX}opset": opset,
+                f"{METADATA_PREFIX}dynamic_hw": dynamic_hw,
+                f"{METADATA_PREFIX}outputs": names,
+                **(extra_metadata or {}),
+            }
+        )
+    )
+    write_metadata(proto, props)
+    proto.producer_name, proto.producer_version = PRODUCER, project_version()
+    proto.doc_string = f"{variant} salient-object mask: input '{INPUT_NAME}', output '{OUTPUT_NAME}' (probabilities)"
+    pin_ir_version(proto)
+    try:
+        save_atomic(proto, out_path)
+    except OSError as exc:
+        raise ExportError(f"{out_path}: cannot write: {exc.strerror or exc}") from None
+    log.info("wrote %s (%s, opset %d, %s)", out_path, variant, opset, "dynamic N,H,W" if dynamic_hw else "dynamic N")
+    return out_path

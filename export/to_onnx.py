@@ -1,0 +1,283 @@
+"""Export a U²-Net / U²-NetP checkpoint to ONNX (FP32, optionally FP16), verified against PyTorch.
+
+    python -m export.to_onnx runs/u2netp/best.pth                    # -> runs/u2netp/best.onnx
+    python -m export.to_onnx u2netp.pth -o models/u2netp.onnx --fp16 # + models/u2netp.fp16.onnx
+    python -m export.to_onnx u2net.pth --dynamic-hw --all-outputs    # any H×W, seven outputs
+
+Accepts the official raw state dicts (``u2net.pth``, ``u2netp.pth``) and this project's training
+checkpoints. Every file is checked with ONNX Runtime against PyTorch before it appears at its
+destination; on any failure nothing is written and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from export.errors import ExportError
+from export.fp16 import convert_to_fp16
+from export.onnx import MAX_OPSET, METADATA_PREFIX, MIN_OPSET, check_options, export_onnx
+from export.verify import Comparison, ParityCheck
+from runtime.preprocess import PreprocessSpec
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.model import MODEL_NAMES
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 320
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One verified file at its final path."""
+
+    path: Path
+    precision: str
+    comparison: Comparison
+    variant: str = ""
+    input_shape: str = ""  # e.g. "(N,3,320,320)" or "(N,3,H,W)"
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fp16_path(out: Path) -> Path:
+    """``X.onnx`` -> ``X.fp16.onnx``."""
+    return out.with_name(f"{out.stem}.fp16{out.suffix}")
+
+
+def spec_from_meta(meta: dict, size: int | None, path: Path) -> PreprocessSpec:
+    """The preprocessing the checkpoint was trained with; ``size`` overrides its input size."""
+    base = PreprocessSpec()
+    input_size = meta.get("input_size")
+    if size is None:
+        size = input_size if isinstance(input_size, int) and input_size > 0 else DEFAULT_SIZE
+    try:
+        mean = tuple(float(v) for v in meta.get("mean", base.mean))
+        std = tuple(float(v) for v in meta.get("std", base.std))
+    except (TypeError, ValueError):
+        raise ExportError(f"{path}: meta mean/std are not lists of numbers") from None
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ExportError(f"{path}: meta mean/std must be three numbers each, std > 0 (got {mean}, {std})")
+    return PreprocessSpec(size=int(size), mean=mean, std=std, divide_by_max=bool(meta.get("divide_by_max", True)))
+
+
+def _missing_ancestor(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (None if it exists)."""
+    missing = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A private folder next to the destination, where files are built and verified before being renamed
+    into place. It is always removed, and so are the folders created for an export that failed."""
+    created = _missing_ancestor(out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.stem}.export-", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"{out.parent}: cannot write the output here: {exc.strerror or exc}") from None
+    ok = False
+    try:
+        yield stage
+        ok = True
+    except OSError as exc:
+        raise ExportError(f"{out.parent}: cannot write: {exc.strerror or exc}") from None
+    except ExportError as exc:  # name the files the user asked for, not their staging copies
+        raise ExportError(str(exc).replace(str(stage), str(out.parent))) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not ok and created is not None:
+            for folder in (out.parent, *out.parent.parents):
+                try:
+                    folder.rmdir()  # only while empty: never anything the user had
+                except OSError:
+                    break
+                if folder == created:
+                    break
+
+
+def _publish(staged: list[Artifact], folder: Path) -> list[Artifact]:
+    """Rename verified files into place, all or none."""
+    artifacts: list[Artifact] = []
+    try:
+        for artifact in staged:
+            final = folder / artifact.path.name
+            os.replace(artifact.path, final)
+            artifacts.append(replace(artifact, path=final))
+    except OSError:
+        for artifact in artifacts:
+            artifact.path.unlink(missing_ok=True)
+        raise
+    return artifacts
+
+
+def run_export(
+    ckpt: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    model: str = "auto",
+    size: int | None = None,
+    opset: int = 17,
+    dynamic_hw: bool = False,
+    fp16: bool = False,
+    all_outputs: bool = False,
+    progress: bool = False,
+) -> list[Artifact]:
+    """``export_checkpoint`` that also returns each file's verification numbers."""
+    ckpt = Path(ckpt)
+    out = Path(out) if out is not None else ckpt.with_suffix(".onnx")
+    if out.suffix.lower() != ".onnx":
+        raise ExportError(f"{out}: the output name must end in .onnx (the runtime picks its backend by suffix)")
+    steps = ["load checkpoint", "export FP32", "verify FP32"] + (["convert FP16", "verify FP16"] if fp16 else [])
+    with tqdm(total=len(steps), desc="export", unit="step", disable=None if progress else True, leave=False) as bar:
+
+        def step(index: int) -> None:
+            if index:
+                bar.update()
+            bar.set_postfix_str(steps[index])
+            log.info("%s", steps[index])
+
+        step(0)
+        try:
+            loaded = load_checkpoint(ckpt, model=model)
+        except CheckpointError as exc:
+            raise ExportError(str(exc)) from None
+        spec = spec_from_meta(loaded.meta, size, ckpt)
+        check_options(out, opset, spec.size)
+        extra = {f"{METADATA_PREFIX}source_sha256": file_sha256(ckpt), f"{METADATA_PREFIX}source": ckpt.name}
+        parity = ParityCheck(loaded.model, spec=spec)
+        with _staging(out) as stage:
+            step(1)
+            fp32 = export_onnx(
+                loaded.model, stage / out.name, variant=loaded.variant, spec=spec, opset=opset,
+                dynamic_hw=dynamic_hw, all_outputs=all_outputs, extra_metadata=extra,
+            )
+            shape = f"(N,3,{'H,W' if dynamic_hw else f'{spec.size},{spec.size}'})"
+            step(2)
+            staged = [Artifact(fp32, "fp32", _verify(parity, fp32, "fp32"), loaded.variant, shape)]
+            if fp16:
+                step(3)
+                half = convert_to_fp16(fp32, stage / fp16_path(out).name)
+                step(4)
+                staged.append(Artifact(half, "fp16", _verify(parity, half, "fp16"), loaded.variant, shape))
+            bar.update()
+            return _publish(staged, out.parent)
+
+
+def _verify(parity: ParityCheck, staged: Path, precision: str) -> Comparison:
+    """Verify a staged file; on failure say that nothing reached the destination."""
+    try:
+        return parity.verify(staged, precision)
+    except ExportError as exc:
+        raise ExportError(f"{exc}; nothing was written") from None
+
+
+def export_checkpoint(
+    ckpt: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    model: str = "auto",
+    size: int | None = None,
+    opset: int = 17,
+    dynamic_hw: bool = False,
+    fp16: bool = False,
+    all_outputs: bool = False,
+) -> list[Path]:
+    """Write ``out`` (default: the checkpoint's name with ``.onnx``) and, with ``fp16``, ``X.fp16.onnx``.
+
+    Each file is verified with ONNX Runtime against PyTorch before it is moved into place.
+    Raises ``ExportError`` (one line) on any problem; then no file is left behind.
+    """
+    artifacts = run_export(
+        ckpt, out, model=model, size=size, opset=opset, dynamic_hw=dynamic_hw, fp16=fp16, all_outputs=all_outputs
+    )
+    return [a.path for a in artifacts]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.to_onnx",
+        description="Export a U²-Net/U²-NetP checkpoint to ONNX and verify it with ONNX Runtime against PyTorch.",
+        epilog="Input 'image' float32 (N,3,H,W), normalised as recorded in the file's metadata; "
+        "output 'mask' float32 (N,1,H,W) fused probabilities. The batch is always dynamic.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="official u2net.pth/u2netp.pth or a training checkpoint")
+    parser.add_argument("-o", "--output", type=Path, help="output .onnx (default: next to the checkpoint)")
+    parser.add_argument("--model", choices=("auto", *MODEL_NAMES), default="auto",
+                        help="architecture; auto infers it from the weights (default: auto)")
+    parser.add_argument("--size", type=_positive_int,
+                        help=f"input height and width (default: the checkpoint's input_size, else {DEFAULT_SIZE})")
+    parser.add_argument("--opset", type=_positive_int, default=17,
+                        help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: 17)")
+    parser.add_argument("--dynamic-hw", action="store_true", help="make height and width dynamic too")
+    parser.add_argument("--fp16", action="store_true",
+                        help="also write X.fp16.onnx: FP16 weights and compute, float32 input/output "
+                        "(for ONNX Runtime and strongly typed TensorRT)")
+    parser.add_argument("--all-outputs", action="store_true",
+                        help="add the six side maps side1..side6 (probabilities) after 'mask'")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
+            artifacts = run_export(
+                args.checkpoint, args.output, model=args.model, size=args.size, opset=args.opset,
+                dynamic_hw=args.dynamic_hw, fp16=args.fp16, all_outputs=args.all_outputs, progress=True,
+            )
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for artifact in artifacts:
+        print(
+            f"wrote {artifact.path} ({artifact.size_bytes / 1e6:.1f} MB): {artifact.variant} {artifact.precision}, "
+            f"input 'image' {artifact.input_shape}"
+        )
+        print(f"  {artifact.comparison.summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
