@@ -1,0 +1,216 @@
+"""Build a TensorRT engine (FP16 by default) from a checkpoint or an ONNX file, then check it.
+
+    python -m export.to_trt runs/u2netp/best.pth                  # -> best.onnx, best.fp16.onnx, best.plan
+    python -m export.to_trt u2net.pth -o models/u2net.plan --max-batch 16 --timing-cache trt.cache
+    python -m export.to_trt models/u2net.onnx --fp32              # FP32 engine from an existing ONNX
+
+From a checkpoint, ``OUT.onnx`` (FP32) and ``OUT.fp16.onnx`` are exported and verified first
+(``export.to_onnx``); from an ``.onnx`` file, the FP16 copy is made beside the plan when needed.
+The engine is written with ``OUT.plan.json`` (preprocessing metadata, precision, profile, TensorRT
+version, GPU) and checked against ONNX Runtime FP32 on a few images before it is kept.
+
+Exit status: 0 built and checked; 1 failed (nothing half-written is left); 2 TensorRT, CUDA or a
+GPU is missing here (the ONNX files are still written, ready for a machine that has them).
+Engines are specific to a TensorRT version and a GPU model: build on the machine that runs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from export.errors import ExportError
+from export.fp16 import convert_to_fp16
+from export.to_onnx import fp16_path, run_export
+from export.trt import BuildOptions, Profile, TensorRTUnavailable, build_engine, onnx_weight_precision
+from train.model import MODEL_NAMES
+
+log = logging.getLogger(__name__)
+
+FP16_TAG = ".fp16"
+
+
+def default_output(source: Path) -> Path:
+    """``X.pth`` / ``X.onnx`` / ``X.fp16.onnx`` -> ``X.plan`` beside it."""
+    stem = source.stem
+    if source.suffix.lower() == ".onnx" and stem.endswith(FP16_TAG):
+        stem = stem[: -len(FP16_TAG)]
+    return source.with_name(stem + ".plan")
+
+
+def onnx_from_checkpoint(
+    ckpt: Path, plan: Path, *, model: str, size: int | None, fp16: bool
+) -> tuple[Path, Path | None]:
+    """Export and verify ``plan.onnx`` (and ``plan.fp16.onnx``) from a checkpoint."""
+    artifacts = run_export(
+        ckpt, plan.with_suffix(".onnx"), model=model, size=size, fp16=fp16, progress=sys.stderr.isatty()
+    )
+    for artifact in artifacts:
+        print(f"wrote {artifact.path} ({artifact.precision}): {artifact.comparison.summary()}")
+    paths = {a.precision: a.path for a in artifacts}
+    return paths["fp32"], paths.get("fp16")
+
+
+def onnx_from_onnx(source: Path, plan: Path, *, fp16: bool) -> tuple[Path | None, Path | None]:
+    """Use an existing ONNX file; make the FP16 copy beside the plan when an FP16 engine needs one."""
+    if onnx_weight_precision(source) == "fp16":
+        if not fp16:
+            raise ExportError(f"{source}: has FP16 weights; an FP32 engine needs the FP32 ONNX file")
+        sibling = source.with_name(source.name.replace(f"{FP16_TAG}.onnx", ".onnx"))
+        if sibling == source or not sibling.is_file():
+            raise ExportError(
+                f"{source}: the engine check compares against the FP32 ONNX, expected beside it as {sibling.name}"
+            )
+        return sibling, source
+    if not fp16:
+        return source, None
+    half = fp16_path(plan.with_suffix(".onnx"))
+    convert_to_fp16(source, half)
+    print(f"wrote {half} (fp16, converted from {source.name})")
+    return source, half
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.to_trt",
+        description="Build a TensorRT 10/11 engine (FP16 by default) from a U²-Net checkpoint or ONNX file, "
+        "and check it against ONNX Runtime FP32.",
+        epilog="Needs TensorRT, cuda-python (or pycuda) and an NVIDIA GPU; without them the ONNX files are "
+        "still written and the exit status is 2. Engines only run on the TensorRT version and GPU model "
+        "that built them.",
+    )
+    parser.add_argument("source", type=Path, help="checkpoint (.pth) or ONNX file (.onnx)")
+    parser.add_argument("-o", "--output", type=Path, help="engine file, .plan (default: SOURCE with .plan)")
+    parser.add_argument(
+        "--min-batch", type=_positive_int, default=1, help="smallest batch the engine runs (default: 1)"
+    )
+    parser.add_argument("--opt-batch", type=_positive_int, default=1, help="batch TensorRT tunes for (default: 1)")
+    parser.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch the engine runs (default: 8)")
+    parser.add_argument(
+        "--size", type=_positive_int, help="input height and width (default: the checkpoint's or ONNX file's own)"
+    )
+    parser.add_argument(
+        "--workspace-gb",
+        type=_positive_float,
+        default=2.0,
+        help="GPU memory TensorRT may use for tactics while building, in GiB (default: 2)",
+    )
+    parser.add_argument(
+        "--timing-cache",
+        type=Path,
+        metavar="FILE",
+        help="TensorRT timing cache: loaded if it exists, saved after the build "
+        "(makes later builds on the same GPU and TensorRT faster)",
+    )
+    parser.add_argument("--fp32", action="store_true", help="build an FP32 engine (from the FP32 ONNX) instead of FP16")
+    parser.add_argument(
+        "--model",
+        choices=("auto", *MODEL_NAMES),
+        default="auto",
+        help="architecture of a checkpoint; auto infers it from the weights (default: auto)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not args.min_batch <= args.opt_batch <= args.max_batch:
+        parser.error(
+            f"need --min-batch <= --opt-batch <= --max-batch, got {args.min_batch}, {args.opt_batch}, {args.max_batch}"
+        )
+    source: Path = args.source
+    out: Path = args.output or default_output(source)
+    if out.suffix.lower() != ".plan":
+        parser.error(f"{out}: the engine name must end in .plan (the runtime picks its backend by suffix)")
+    precision = "fp32" if args.fp32 else "fp16"
+    try:
+        if not source.is_file():
+            raise ExportError(f"{source}: no such file")
+        if source.suffix.lower() == ".onnx":
+            fp32_onnx, fp16_onnx = onnx_from_onnx(source, out, fp16=precision == "fp16")
+        else:
+            fp32_onnx, fp16_onnx = onnx_from_checkpoint(source, out, model=args.model, size=args.size,
+                                                        fp16=precision == "fp16")  # fmt: skip
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    written = [p for p in (fp32_onnx, fp16_onnx) if p is not None]
+    try:
+        size = args.size or _metadata_size(fp16_onnx or fp32_onnx)
+        options = BuildOptions(
+            profile=Profile(args.min_batch, args.opt_batch, args.max_batch, size),
+            precision=precision,
+            workspace_bytes=int(args.workspace_gb * (1 << 30)),
+            timing_cache=args.timing_cache,
+        )
+        with tqdm(total=1, desc=f"TensorRT {precision} engine", unit="engine", leave=False, disable=None) as bar:
+            built = build_engine(out, options, fp32_onnx=fp32_onnx, fp16_onnx=fp16_onnx)
+            bar.update()
+    except TensorRTUnavailable as exc:
+        print(f"{out}: not built: {exc}; the ONNX files are ready: {', '.join(map(str, written))}", file=sys.stderr)
+        return 2
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    info = built.info
+    print(
+        f"wrote {built.plan} ({built.plan.stat().st_size / 1e6:.1f} MB, {info['precision']}, TensorRT "
+        f"{info['tensorrt_version']} on {info['gpu_name']}, batch {args.min_batch}..{args.max_batch}, "
+        f"built in {info['build_seconds']:.1f} s) + {built.plan.name}.json"
+    )
+    if built.check is not None:
+        print(f"  {built.check.summary()}")
+    return 0
+
+
+def _metadata_size(onnx_path: Path) -> int:
+    """The input size recorded in the ONNX file's metadata (fixed H and W otherwise)."""
+    import json
+
+    import onnx
+
+    from export.onnx import read_metadata
+    from runtime.preprocess import METADATA_PREFIX
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    raw = read_metadata(model).get(f"{METADATA_PREFIX}size")
+    if raw is not None:
+        return int(json.loads(raw))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if len(dims) == 4 and dims[2].HasField("dim_value") and dims[2].dim_value == dims[3].dim_value:
+        return int(dims[2].dim_value)
+    raise ExportError(f"{onnx_path}: no input size in its metadata; pass --size")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""ONNX -> TensorRT engine, for TensorRT 10 and 11, as a chain of small steps.
+
+    version -> precision plan -> network (parse ONNX) -> config (workspace, profile, timing cache)
+            -> build -> save timing cache -> engine + side file (staged) -> check vs ONNX Runtime -> publish
+
+Precision, by TensorRT generation:
+- 11.x: every network is strongly typed and the precision flags are gone: an FP16 engine is built
+  from the FP16 ONNX (``export.fp16``), an FP32 engine from the FP32 ONNX.
+- 10.12 and newer 10.x: the same strongly typed builds (``BuilderFlag.FP16`` is deprecated there).
+- 10.0-10.11: FP16 by ``BuilderFlag.FP16`` on the FP32 ONNX (weak typing); FP32 strongly typed.
+Names that one generation removed are only ever touched on the generation that still has them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from export.errors import ExportError
+from export.onnx import read_metadata
+from export.verify import TOLERANCES, Tolerance, sample_images
+from runtime.backends.base import BackendError
+from runtime.backends.cuda import CudaUnavailable, GpuInfo, open_cuda
+from runtime.backends.onnxrt import OnnxRuntimeBackend
+from runtime.backends.trt import (
+    INSTALL_HINT,
+    TensorRTBackend,
+    import_tensorrt,
+    make_logger,
+    side_file,
+    tensorrt_version,
+)
+from runtime.preprocess import METADATA_PREFIX, PreprocessSpec, preprocess
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "fp32")
+STRONG_FP16_FROM = (10, 12)  # first TensorRT whose FP16 path is the strongly typed one
+CHECK_IMAGES = 4
+
+
+class TensorRTUnavailable(ExportError):
+    """TensorRT, a CUDA package or a GPU is missing here: no engine can be built (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimization profile: batch range at a fixed square size."""
+
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 8
+    size: int = 320
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise ExportError(
+                f"batch profile needs 1 <= min <= opt <= max, got min {self.min_batch}, "
+                f"opt {self.opt_batch}, max {self.max_batch}"
+            )
+        if self.size < 1:
+            raise ExportError(f"input size must be positive, got {self.size}")
+
+    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        return tuple((b, 3, self.size, self.size) for b in (self.min_batch, self.opt_batch, self.max_batch))
+
+    def to_json(self, input_name: str) -> dict[str, Any]:
+        lo, mid, hi = self.shapes()
+        return {"input": input_name, "min": list(lo), "opt": list(mid), "max": list(hi)}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    profile: Profile
+    precision: str = "fp16"
+    workspace_bytes: int = 2 << 30
+    timing_cache: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ExportError(f"unknown precision {self.precision!r}; choose {' or '.join(PRECISIONS)}")
+        if self.workspace_bytes <= 0:
+            raise ExportError(f"workspace must be positive, got {self.workspace_bytes} bytes")
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """Which ONNX feeds the builder, and how its precision is obtained."""
+
+    precision: str
+    onnx: Path
+    strongly_typed: bool
+    fp16_flag: bool  # BuilderFlag.FP16: TensorRT 10.0-10.11 only
+
+
+@dataclass
+class BuiltEngine:
+    plan: Path
+    info: dict[str, Any]
+    check: EngineCheck | None = None
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    precision: str
+    max_abs: float
+    mean_abs: float
+    images: int
+    source: str
+    batches: tuple[int, ...]
+    tolerance: Tolerance = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.tolerance.accepts(self.max_abs, self.mean_abs)
+
+    def summary(self) -> str:
+        return (
+            f"TensorRT {self.precision} engine vs ONNX Runtime FP32 on {self.images} {self.source} "
+            f"(batches {', '.join(map(str, self.batches))}): max abs diff {self.max_abs:.3g}, "
+            f"mean abs diff {self.mean_abs:.3g} [{self.precision} tolerance: {self.tolerance}]"
+        )
+
+
+# -- step 1: what is installed ---------------------------------------------------------------
+
+
+def require_tensorrt() -> ModuleType:
+    trt = import_tensorrt()
+    if trt is None:
+        raise TensorRTUnavailable(f"TensorRT is not installed ({INSTALL_HINT})")
+    major, _ = tensorrt_version(trt)
+    if major < 10:
+        raise ExportError(f"TensorRT {trt.__version__} is too old: this project needs TensorRT 10 or 11")
+    return trt
+
+
+def require_gpu() -> GpuInfo:
+    try:
+        return open_cuda().gpu_info()
+    except CudaUnavailable as exc:
+        raise TensorRTUnavailable(f"{exc}; TensorRT builds engines on the GPU that will run them") from None
+
+
+# -- step 2: precision plan ------------------------------------------------------------------
+
+
+def onnx_weight_precision(path: Path) -> str:
+    """Precision of the file's weights, which is what a strongly typed build runs in: fp16 or fp32."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
+        raise ExportError(f"{path}: not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from None
+    types = {init.data_type for init in model.graph.initializer}
+    return "fp16" if onnx.TensorProto.FLOAT16 in types else "fp32"
+
+
+def plan_precision(
+    version: tuple[int, int], precision: str, fp32_onnx: Path | None, fp16_onnx: Path | None
+) -> PrecisionPlan:
+    strongly_typed = precision == "fp32" or version >= STRONG_FP16_FROM
+    from_fp16 = precision == "fp16" and strongly_typed
+    onnx_path = fp16_onnx if from_fp16 else fp32_onnx
+    if onnx_path is None:
+        raise ExportError(
+            f"a {precision} engine on TensorRT {version[0]}.{version[1]} is built from an "
+            f"{'FP16' if from_fp16 else 'FP32'} ONNX file, and none was given"
+        )
+    if strongly_typed:
+        # A strongly typed network runs in the ONNX's own types: FP32 weights would give an FP32
+        # engine labelled FP16 (or the reverse). Refuse rather than mislabel.
+        found = onnx_weight_precision(onnx_path)
+        if found != precision:
+            how = "make one with python -m export.to_onnx --fp16" if precision == "fp16" else "use the FP32 file"
+            raise ExportError(
+                f"{onnx_path}: has {found.upper()} weights, but a strongly typed {precision.upper()} engine "
+                f"needs an {precision.upper()} ONNX ({how})"
+            )
+    return PrecisionPlan(precision, onnx_path, strongly_typed, fp16_flag=precision == "fp16" and not strongly_typed)
+
+
+# -- step 3: network -------------------------------------------------------------------------
+
+
+def network_flags(trt: ModuleType, version: tuple[int, int], strongly_typed: bool) -> int:
+    if version[0] >= 11:
+        return 0  # always strongly typed; the flag is deprecated there
+    if strongly_typed:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0  # explicit batch is the default since 10; EXPLICIT_BATCH is never needed
+
+
+def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, flags: int) -> tuple[Any, Any]:
+    """A network holding the ONNX graph (the parser must outlive the build, so it is returned too)."""
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        first = errors[0].splitlines()[0] if errors else "unknown error"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed: {first}{more}")
+    return network, parser
+
+
+def network_input(network: Any, onnx_path: Path, profile: Profile) -> str:
+    """The one image input's name, after checking its fixed dims agree with the profile."""
+    if network.num_inputs != 1:
+        raise ExportError(f"{onnx_path}: expected one input, found {network.num_inputs}")
+    tensor = network.get_input(0)
+    shape = tuple(tensor.shape)
+    if len(shape) != 4 or shape[1] != 3:
+        raise ExportError(f"{onnx_path}: input {tensor.name} has shape {shape}, expected (batch, 3, H, W)")
+    for name, dim, lo, hi in (("batch", shape[0], profile.min_batch, profile.max_batch),
+                              ("height", shape[2], profile.size, profile.size),
+                              ("width", shape[3], profile.size, profile.size)):  # fmt: skip
+        if dim >= 0 and not lo == dim == hi:
+            raise ExportError(f"{onnx_path}: input {name} is fixed at {dim}, but the profile needs {lo}..{hi}")
+    return tensor.name
+
+
+# -- step 4: builder config ------------------------------------------------------------------
+
+
+def make_config(trt: ModuleType, builder: Any, plan: PrecisionPlan, options: BuildOptions, input_name: str) -> Any:
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))
+    if plan.fp16_flag:  # TensorRT 10.0-10.11 only: plan_precision never asks for it elsewhere
+        if not builder.platform_has_fast_fp16:
+            log.warning("this GPU has no fast FP16: the FP16 engine may be slower than FP32")
+        config.set_flag(trt.BuilderFlag.FP16)
+    if plan.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)  # real FP32, so the engine matches ONNX Runtime to rounding
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, *options.profile.shapes())
+    if config.add_optimization_profile(profile) < 0:
+        raise ExportError(f"TensorRT rejected the optimization profile {options.profile.shapes()}")
+    return config
+
+
+def attach_timing_cache(config: Any, path: Path | None) -> int:
+    """Load the cache file when it exists (else start empty) and attach it; returns its size in bytes.
+
+    An unusable file (corrupt, other TensorRT or GPU) is ignored with a warning and rewritten later.
+    """
+    blob = b""
+    if path is not None and path.is_file():
+        blob = path.read_bytes()
+    cache = config.create_timing_cache(blob)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        log.warning("%s: timing cache is unusable here (corrupt, or from another TensorRT/GPU); starting afresh", path)
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+            raise ExportError("TensorRT could not create an empty timing cache")
+        return 0
+    if blob:
+        log.info("%s: reusing timing cache (%d bytes)", path, len(blob))
+    return len(blob)
+
+
+def save_timing_cache(config: Any, path: Path) -> int:
+    cache = config.get_timing_cache()
+    if cache is None:
+        return 0
+    data = bytes(memoryview(cache.serialize()))
+    _write_atomic(path, data)
+    return len(data)
+
+
+# -- step 5: build ---------------------------------------------------------------------------
+
+
+def build_serialized(builder: Any, network: Any, config: Any, onnx_path: Path) -> bytes:
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"{onnx_path}: TensorRT could not build an engine (its log above says why)")
+    log.info("built in %.1f s", time.perf_counter() - started)
+    return bytes(memoryview(serialized))
+
+
+def engine_metadata(onnx_path: Path, precision: str, size: int) -> dict[str, str]:
+    """The ONNX file's metadata, with precision and size set to what the engine actually is."""
+    import onnx
+
+    props = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
+    props[f"{METADATA_PREFIX}precision"] = json.dumps(precision)
+    props[f"{METADATA_PREFIX}size"] = json.dumps(size)
+    return props
+
+
+def describe_build(
+    trt: ModuleType, gpu: GpuInfo, plan: PrecisionPlan, options: BuildOptions, input_name: str,
+    metadata: dict[str, str], seconds: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The side file: human fields plus ``"metadata"`` (what the runtime reads the spec from)."""
+    spec = PreprocessSpec.from_metadata(metadata)
+    return {
+        "variant": json.loads(metadata.get(f"{METADATA_PREFIX}variant", '"unknown"')),
+        "size": spec.size,
+        "normalization": {"mean": list(spec.mean), "std": list(spec.std), "divide_by_max": spec.divide_by_max},
+        "precision": plan.precision,
+        "strongly_typed": plan.strongly_typed,
+        "profile": options.profile.to_json(input_name),
+        "workspace_bytes": options.workspace_bytes,
+        "onnx": plan.onnx.name,
+        "tensorrt_version": str(trt.__version__),
+        "gpu_name": gpu.name,
+        "compute_capability": gpu.compute_capability,
+        "build_seconds": round(seconds, 2),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "metadata": metadata,
+    }
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def build_engine(
+    out: Path, options: BuildOptions, *, fp32_onnx: Path | None, fp16_onnx: Path | None = None, check: bool = True,
+) -> BuiltEngine:  # fmt: skip
+    """Build ``out`` (+ ``out.json``) from the ONNX files; check it against ONNX Runtime unless told not to.
+
+    Both files are written and checked in a private folder next to ``out``, then renamed into place:
+    a failed build or check leaves nothing behind. Raises TensorRTUnavailable when TensorRT, CUDA
+    or a GPU is missing, ExportError (one line) for everything else.
+    """
+    trt = require_tensorrt()
+    gpu = require_gpu()
+    version = tensorrt_version(trt)
+    plan = plan_precision(version, options.precision, fp32_onnx, fp16_onnx)
+    log.info("TensorRT %s on %s: %s engine from %s (%s)", trt.__version__, gpu, plan.precision, plan.onnx.name,
+             "strongly typed" if plan.strongly_typed else "BuilderFlag.FP16")  # fmt: skip
+    logger = make_logger(trt)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # the binding raises TypeError when it cannot initialise CUDA
+        raise TensorRTUnavailable(f"TensorRT cannot start a builder on {gpu}: {exc}") from None
+    network, _parser = parse_network(trt, builder, logger, plan.onnx, network_flags(trt, version, plan.strongly_typed))
+    input_name = network_input(network, plan.onnx, options.profile)
+    config = make_config(trt, builder, plan, options, input_name)
+    attach_timing_cache(config, options.timing_cache)
+    started = time.perf_counter()
+    serialized = build_serialized(builder, network, config, plan.onnx)
+    seconds = time.perf_counter() - started
+    if options.timing_cache is not None:
+        saved = save_timing_cache(config, options.timing_cache)
+        log.info("%s: timing cache saved (%d bytes)", options.timing_cache, saved)
+    metadata = engine_metadata(fp16_onnx if plan.precision == "fp16" and fp16_onnx else plan.onnx,
+                               plan.precision, options.profile.size)  # fmt: skip
+    info = describe_build(trt, gpu, plan, options, input_name, metadata, seconds)
+    stage = _stage_dir(out)
+    try:
+        staged = stage / out.name
+        staged.write_bytes(serialized)
+        side_file(staged).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        result = BuiltEngine(staged, info)
+        if check:
+            if fp32_onnx is None:
+                raise ExportError(f"{out}: checking the engine needs the FP32 ONNX file it was made from")
+            result.check = check_engine(staged, fp32_onnx, plan.precision)
+            if not result.check.ok:
+                raise ExportError(f"{out}: engine check failed, nothing was written: {result.check.summary()}")
+        os.replace(side_file(staged), side_file(out))
+        os.replace(staged, out)
+        result.plan = out
+        return result
+    except OSError as exc:
+        raise ExportError(f"{out.parent}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _stage_dir(out: Path) -> Path:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.stem}.trt-", dir=out.parent))
+    except OSError as exc:
+        raise ExportError(f"{out.parent}: cannot write the engine here: {exc.strerror or exc}") from None
+
+
+# -- step 6: check against ONNX Runtime FP32 -------------------------------------------------
+
+
+def check_batches(n_images: int, min_batch: int, max_batch: int) -> list[list[int]]:
+    """Image indices per run: every image at the largest allowed batch, plus a batch of one when allowed.
+
+    Runs smaller than the profile's minimum are filled up by repeating images.
+    """
+    order = list(range(n_images))
+    runs = [order[i : i + max_batch] for i in range(0, n_images, max_batch)]
+    if min_batch == 1 and max_batch > 1 and all(len(r) > 1 for r in runs):
+        runs.append([0])
+    return [(r * min_batch)[: max(len(r), min_batch)] if len(r) < min_batch else r for r in runs]
+
+
+def check_engine(plan: Path, fp32_onnx: Path, precision: str, n_images: int = CHECK_IMAGES) -> EngineCheck:
+    """Run the engine and ONNX Runtime (FP32, CPU) on the same preprocessed images and compare."""
+    try:
+        engine = TensorRTBackend(plan)
+    except BackendError as exc:
+        raise ExportError(str(exc)) from None
+    try:
+        reference = OnnxRuntimeBackend(fp32_onnx, provider="cpu")
+    except BackendError as exc:
+        engine.close()
+        raise ExportError(str(exc)) from None
+    try:
+        images, source = sample_images(n_images)
+        batch = preprocess(images, engine.spec)
+        runs = check_batches(len(images), engine.min_batch, engine.max_batch)
+        worst, total, count = 0.0, 0.0, 0
+        for inputs in (batch[indices] for indices in runs):
+            diff = np.abs(engine.run(inputs).astype(np.float64) - reference.run(inputs))
+            if np.isnan(diff).any():  # NaN must fail; max() would hide it
+                worst = total = float("nan")
+                break
+            worst, total, count = max(worst, float(diff.max())), total + float(diff.sum()), count + diff.size
+    except BackendError as exc:
+        raise ExportError(str(exc)) from None
+    finally:
+        engine.close()
+        reference.close()
+    result = EngineCheck(
+        precision=precision,
+        max_abs=worst,
+        mean_abs=total / max(count, 1),
+        images=len(images),
+        source=source,
+        batches=tuple(len(r) for r in runs),
+        tolerance=TOLERANCES[precision],
+    )
+    log.info("%s", result.summary())
+    return result
