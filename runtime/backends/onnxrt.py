@@ -48,6 +48,10 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3  # keep ORT's own warnings off the user's terminal
+        if provider == "cpu":
+            # Spinning inference threads would steal the cores that the file pipeline's decode and
+            # encode threads need (measured: 3.9 vs 3.0 images/s end to end on a busy 2-core machine).
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=[wanted])
         except Exception as exc:
@@ -63,11 +67,15 @@ class OnnxRuntimeBackend:
         self.input_name = inp.name
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = "mask" if "mask" in outputs else outputs[0]
+        if len(inp.shape) != 4 or inp.shape[1] != 3:
+            raise BackendError(
+                f"{self.path}: input {inp.name} has shape {inp.shape}; expected (N, 3, H, W): is this a U²-Net export?"
+            )
         batch_dim, _, height, width = inp.shape
         if isinstance(height, int) and isinstance(width, int) and (height, width) != (self.spec.size,) * 2:
             raise BackendError(f"{self.path}: input is {height}x{width} but its metadata says {self.spec.size}")
         self.max_batch = batch_dim if isinstance(batch_dim, int) else _UNBOUNDED_BATCH
-        log.info("%s", self.describe())
+        log.debug("%s", self.describe())  # the caller (Remover) logs what runs
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]

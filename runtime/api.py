@@ -1,0 +1,215 @@
+"""One-call Python API: ``Remover("u2netp.onnx").cutout(image)``.
+
+Images are RGB numpy arrays (gray, RGBA and 16-bit arrays are accepted too), file paths or
+encoded bytes. Pre- and postprocessing come from ``runtime.preprocess``; the engine's own
+metadata decides the input size and normalisation.
+
+    from runtime.api import Remover
+    with Remover("u2netp.onnx") as remover:
+        rgba = remover.cutout("photo.jpg")            # H x W x 4, straight alpha
+        mask = remover.mask(rgb_array)                # H x W uint8
+        card = remover.composite("photo.jpg", "#00ff00")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.backends import Backend, BackendError, open_backend
+from runtime.io import DEFAULT_MAX_PIXELS, read_image
+from runtime.preprocess import postprocess, preprocess, to_rgb8
+
+log = logging.getLogger(__name__)
+
+ImageLike = np.ndarray | str | os.PathLike | bytes
+DEFAULT_BATCH = 8  # GPU engines; on a CPU batching gains nothing and delays the first results, so 1
+
+COLOR_NAMES: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),  # green-screen green, not CSS's dark (0, 128, 0)
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+}
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'white', '#RRGGBB', '#RGB' or 'R,G,B' -> (r, g, b); ValueError with a helpful message otherwise."""
+    value = text.strip().lower()
+    if value in COLOR_NAMES:
+        return COLOR_NAMES[value]
+    if re.fullmatch(r"#[0-9a-f]{6}", value):
+        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    if re.fullmatch(r"#[0-9a-f]{3}", value):
+        return tuple(int(c * 2, 16) for c in value[1:])  # type: ignore[return-value]
+    parts = value.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    raise ValueError(f"not a colour: {text!r} (use a name like {', '.join(list(COLOR_NAMES)[:4])}, #RRGGBB or R,G,B)")
+
+
+def apply_cutout(image: np.ndarray, mask: np.ndarray, *, clear_hidden: bool = False) -> np.ndarray:
+    """3-channel uint8 image + mask -> 4-channel image (same channel order) with straight alpha = mask.
+
+    Colours are the original ones. ``clear_hidden`` zeroes the colour of fully transparent pixels,
+    which no viewer shows, so files compress far better (the file writer uses it).
+    """
+    if clear_hidden:
+        image = cv2.bitwise_and(image, image, mask=mask)
+    out = np.empty((*image.shape[:2], 4), np.uint8)
+    cv2.mixChannels([image, mask], [out], [0, 0, 1, 1, 2, 2, 3, 3])  # 3x faster than cv2.merge on 12 MP
+    return out
+
+
+def fit_background(background: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Scale a background to cover (height, width) without distortion, then crop the centre."""
+    height, width = shape
+    bh, bw = background.shape[:2]
+    scale = max(height / bh, width / bw)
+    new_w, new_h = max(width, round(bw * scale)), max(height, round(bh * scale))
+    if (new_h, new_w) != (bh, bw):
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        background = cv2.resize(background, (new_w, new_h), interpolation=interp)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return background[top : top + height, left : left + width]
+
+
+def apply_composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Blend a 3-channel uint8 image over a colour (in the image's channel order) or a background image
+    (same channel order, any size: fitted with ``fit_background``), using the mask as straight alpha."""
+    if isinstance(background, np.ndarray):
+        bg = fit_background(to_rgb8(background), image.shape[:2])
+    else:
+        bg = np.empty_like(image)
+        bg[:] = np.asarray(background, np.uint8)
+    alpha = mask.astype(np.float32) * np.float32(1 / 255)
+    return cv2.blendLinear(image, np.ascontiguousarray(bg), alpha, 1.0 - alpha)
+
+
+class Remover:
+    """An engine plus the official pre/postprocessing. Thread-compatible, not thread-safe: one per thread.
+
+    ``engine``: ``.onnx`` (ONNX Runtime) or ``.plan``/``.engine`` (TensorRT). ``provider``: ``cpu``,
+    ``cuda`` or ``tensorrt`` for ONNX files (None = CUDA when available, else CPU); an unavailable
+    provider raises ``BackendError``, as does an engine that fails a test inference. ``threads``: ONNX
+    Runtime intra-op threads. ``batch_size``: images per engine call, capped by the engine's profile
+    (default: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU). ``max_pixels``: larger image files are refused before decoding.
+    """
+
+    def __init__(
+        self,
+        engine: str | os.PathLike,
+        provider: str | None = None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        self.backend: Backend = open_backend(engine, provider=provider, threads=threads)
+        try:
+            self.spec = self.backend.spec
+            if batch_size is None:  # a TensorRT profile names its best batch; a CPU gains nothing from batching
+                on_cpu = getattr(self.backend, "provider", None) == "cpu"
+                batch_size = 1 if on_cpu else int(getattr(self.backend, "opt_batch", DEFAULT_BATCH))
+            self.batch_size = max(1, min(batch_size, self.backend.max_batch))
+            self.max_pixels = max_pixels
+            self._check_engine(Path(engine))
+        except BaseException:
+            self.backend.close()
+            raise
+        log.info("running %s, batches of up to %d", self.backend.describe(), self.batch_size)
+
+    def _check_engine(self, path: Path) -> None:
+        """One tiny inference up front, so an incompatible engine fails here with one clear line."""
+        size = self.spec.size
+        try:
+            out = self.backend.run(np.zeros((1, 3, size, size), np.float32))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BackendError(f"{path}: engine fails on a {size}x{size} test image: {first[:200]}") from None
+        if getattr(out, "shape", None) != (1, 1, size, size):
+            raise BackendError(
+                f"{path}: engine returns shape {getattr(out, 'shape', type(out).__name__)}, "
+                f"expected (1, 1, {size}, {size}); is this a U²-Net export?"
+            )
+
+    # --- the core: model-sized inputs in, probability maps out ---
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """One RGB image (any size) -> normalised CHW float32 model input."""
+        return preprocess([image], self.spec)[0]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 -> (N, S, S) float32 probabilities, split to fit the engine's batch limit."""
+        maps = [self.backend.run(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
+        return np.concatenate(maps)[:, 0]
+
+    # --- the public calls ---
+
+    def load(self, image: ImageLike) -> np.ndarray:
+        """A path, encoded bytes or array -> RGB uint8 (EXIF orientation applied to files)."""
+        if isinstance(image, np.ndarray):
+            return to_rgb8(image)
+        if isinstance(image, str | os.PathLike | bytes | bytearray):
+            return read_image(image, max_pixels=self.max_pixels)[0]
+        raise TypeError(f"expected an RGB array, a path or bytes, not {type(image).__name__}")
+
+    def masks(self, images: Iterable[ImageLike]) -> list[np.ndarray]:
+        """uint8 masks (0..255, each the size of its image), computed in batches."""
+        results: list[np.ndarray] = []
+        chunk: list[np.ndarray] = []
+
+        def flush() -> None:
+            probs = self.predict(np.stack([self.prepare(img) for img in chunk]))
+            results.extend(postprocess(p, img.shape[:2]) for p, img in zip(probs, chunk, strict=True))
+            chunk.clear()
+
+        for image in images:
+            chunk.append(self.load(image))
+            if len(chunk) == self.batch_size:
+                flush()
+        if chunk:
+            flush()
+        return results
+
+    def mask(self, image: ImageLike) -> np.ndarray:
+        """Saliency mask, uint8 H x W, the image's size."""
+        return self.masks([image])[0]
+
+    def cutout(self, image: ImageLike) -> np.ndarray:
+        """RGBA uint8 H x W x 4: the original colours, alpha = mask (straight, not premultiplied)."""
+        rgb = self.load(image)
+        return apply_cutout(rgb, self.masks([rgb])[0])
+
+    def composite(self, image: ImageLike, background: str | Sequence[int] | ImageLike = "white") -> np.ndarray:
+        """RGB uint8: the image blended over a colour ('white', '#RRGGBB', 'R,G,B', (r, g, b)) or a
+        background image (array, path or bytes; scaled to cover and centre-cropped)."""
+        rgb = self.load(image)
+        if isinstance(background, str) and not Path(background).is_file():
+            background = parse_color(background)
+        elif not isinstance(background, tuple | list):
+            background = self.load(background)
+        return apply_composite(rgb, self.masks([rgb])[0], background)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Remover:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

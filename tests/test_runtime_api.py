@@ -1,0 +1,196 @@
+"""runtime.api: Remover on real ONNX Runtime sessions (a tiny hand-built model and an exported U²-NetP)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from runtime_helpers import (
+    TINY_SIZE,
+    U2NETP_TEST_SIZE,
+    encoded,
+    exported_u2netp,
+    make_tiny_onnx,
+    one_torch_thread,
+    save,
+    scene,
+)
+
+from runtime.api import Remover, apply_composite, apply_cutout, fit_background, parse_color
+from runtime.backends import BackendError
+from runtime.preprocess import PreprocessSpec, postprocess, preprocess
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_tiny_onnx(tmp_path_factory.mktemp("engine") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def remover(tiny):
+    with Remover(tiny, provider="cpu", threads=1) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def u2netp(tmp_path_factory):
+    """(PyTorch U²-NetP, its real ONNX export) via the project's exporter."""
+    pytest.importorskip("torch")
+    return exported_u2netp(tmp_path_factory.getbasetemp())
+
+
+def test_mask_finds_the_bright_object(remover):
+    img = scene(48, 72)
+    mask = remover.mask(img)
+    assert mask.dtype == np.uint8 and mask.shape == (48, 72)
+    inside, outside = mask[10:20, 14:30], mask[30:, 40:]
+    assert inside.min() > 200 and outside.max() < 60
+    assert mask.min() <= 5 and mask.max() >= 250  # min-max normalised per image (then resized)
+
+
+def test_mask_is_the_official_pipeline_on_the_engine(remover, tiny):
+    """The API feeds the engine exactly preprocess(...) and returns exactly postprocess(...)."""
+    import onnxruntime as ort
+
+    img = scene(90, 60, seed=3)
+    session = ort.InferenceSession(str(tiny), providers=["CPUExecutionProvider"])
+    prob = session.run(["mask"], {"image": preprocess([img], PreprocessSpec(size=TINY_SIZE))})[0][0]
+    np.testing.assert_array_equal(remover.mask(img), postprocess(prob, (90, 60)))
+
+
+def test_cutout_is_straight_alpha_with_original_colours(remover):
+    img = scene(40, 50, seed=1)
+    rgba = remover.cutout(img)
+    assert rgba.shape == (40, 50, 4) and rgba.dtype == np.uint8
+    np.testing.assert_array_equal(rgba[..., :3], img)
+    np.testing.assert_array_equal(rgba[..., 3], remover.mask(img))
+
+
+def test_composite_over_colour_and_image(remover, tmp_path):
+    img = scene(40, 50, seed=2)
+    mask = remover.mask(img).astype(np.float32)[..., None] / 255
+    out = remover.composite(img, "#00ff00")
+    assert out.shape == (40, 50, 3) and out.dtype == np.uint8
+    expected = img * mask + np.array([0, 255, 0], np.float32) * (1 - mask)
+    assert np.abs(out - expected).max() <= 1
+
+    bg = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    for background in (bg, save(tmp_path / "bg.png", bg), encoded(bg)):
+        out = remover.composite(img, background)
+        assert np.abs(out - (img * mask + bg * (1 - mask))).max() <= 1
+    assert remover.composite(img, (10, 20, 30)).shape == (40, 50, 3)
+
+
+def test_inputs_paths_bytes_and_odd_arrays(remover, tmp_path):
+    img = scene(30, 40)
+    reference = remover.mask(img)
+    np.testing.assert_array_equal(remover.mask(save(tmp_path / "x.png", img)), reference)
+    np.testing.assert_array_equal(remover.mask(str(tmp_path / "x.png")), reference)
+    np.testing.assert_array_equal(remover.mask(encoded(img)), reference)
+    np.testing.assert_array_equal(remover.mask(np.dstack([img, np.zeros((30, 40), np.uint8)])), reference)
+    np.testing.assert_array_equal(remover.mask(img.astype(np.uint16) << 8), reference)
+    assert remover.mask(img[..., 0]).shape == (30, 40)  # gray array
+    with pytest.raises(TypeError, match="expected an RGB array"):
+        remover.mask(42)
+
+
+def test_batches_equal_single_images(tiny):
+    images = [scene(30 + 7 * i, 40 + 5 * i, seed=i) for i in range(5)]
+    with Remover(tiny, batch_size=1) as one, Remover(tiny, batch_size=3) as three:
+        assert three.batch_size == 3
+        for a, b in zip(one.masks(images), three.masks(images), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fixed_batch_engine_caps_the_batch(tmp_path):
+    engine = make_tiny_onnx(tmp_path / "b1.onnx", batch=1)
+    with Remover(engine, batch_size=8) as r:
+        assert r.batch_size == 1
+        assert [m.shape for m in r.masks([scene(), scene(20, 30)])] == [(48, 72), (20, 30)]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("missing.onnx", {}, "missing.onnx: no such engine file"),
+        ("model.txt", {}, "model.txt: unknown engine type '.txt'"),
+        ("tiny.onnx", {"provider": "cuda"}, "tiny.onnx: provider 'cuda' is not available"),
+        ("tiny.onnx", {"provider": "gpu"}, "tiny.onnx: unknown provider 'gpu'"),
+    ],
+)
+def test_engine_errors_are_one_line(tiny, name, kwargs, message):
+    import onnxruntime as ort
+
+    if "cuda" in str(kwargs) and "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(BackendError) as err:
+        Remover(tiny.with_name(name), **kwargs)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_corrupt_and_incompatible_engines(tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 10)
+    with pytest.raises(BackendError, match="corrupt.onnx: cannot load ONNX model"):
+        Remover(corrupt)
+    two = make_tiny_onnx(tmp_path / "two.onnx", out_channels=2)
+    with pytest.raises(BackendError, match=r"two.onnx: engine returns shape \(1, 2, 64, 64\)"):
+        Remover(two)
+
+
+def test_colours_and_backgrounds():
+    assert parse_color("white") == (255, 255, 255)
+    assert parse_color(" Green ") == (0, 255, 0)
+    assert parse_color("#1A2b3C") == (26, 43, 60)
+    assert parse_color("#fa0") == (255, 170, 0)
+    assert parse_color("1, 2,3") == (1, 2, 3)
+    for bad in ("chartreuse-ish", "#12345", "1,2", "1,2,300"):
+        with pytest.raises(ValueError, match="not a colour"):
+            parse_color(bad)
+    # Cover without distortion: a 10x40 strip onto 20x20 is scaled x2 and centre-cropped.
+    strip = np.zeros((10, 40, 3), np.uint8)
+    strip[:, 18:22] = 255  # -> columns 36..44 of 80, i.e. 6..14 of the centre crop
+    fitted = fit_background(strip, (20, 20))
+    assert fitted.shape == (20, 20, 3) and fitted[:, 0].max() == 0 and fitted[:, 10].min() == 255
+
+
+def test_helpers_on_bgr_order():
+    """The helpers are channel-order agnostic: the file pipeline uses them on BGR."""
+    bgr = scene()[..., ::-1].copy()
+    mask = np.zeros(bgr.shape[:2], np.uint8)
+    mask[:10] = 255
+    mask[10:20] = 128
+    rgba = apply_cutout(bgr, mask, clear_hidden=True)
+    np.testing.assert_array_equal(rgba[:20, :, :3], bgr[:20])
+    assert rgba[20:].max() == 0  # invisible pixels stored as (0, 0, 0, 0)
+    over = apply_composite(bgr, mask, (1, 2, 3))
+    np.testing.assert_array_equal(over[:10], bgr[:10])
+    assert (over[20:] == (1, 2, 3)).all()
+
+
+def test_exported_u2netp_matches_pytorch(u2netp):
+    import torch
+
+    u2netp_model, u2netp_file = u2netp
+    images = [scene(50, 70, seed=4), scene(64, 64, seed=5), scene(33, 90, seed=6)]
+    spec = PreprocessSpec(size=U2NETP_TEST_SIZE)
+    with torch.no_grad(), one_torch_thread():
+        probs = u2netp_model(torch.from_numpy(preprocess(images, spec))).numpy()
+    with Remover(u2netp_file, batch_size=2) as r:
+        assert r.spec == spec
+        got = r.masks(images)
+        single = [r.mask(img) for img in images]
+    for g, s, p, img in zip(got, single, probs, images, strict=True):
+        np.testing.assert_array_equal(g, s)  # batch 2 == batch 1
+        assert np.abs(g.astype(int) - postprocess(p, img.shape[:2])).max() <= 2
+
+
+def test_runtime_never_imports_torch():
+    code = (
+        "import sys, runtime.infer, runtime.api, runtime.pipeline, runtime.io; "
+        "bad = [m for m in ('torch', 'train', 'export') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
