@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Exported-model fixtures (u2netp_test_model, u2netp_test_ckpt, u2netp_onnx) for every test module.
+from fixtures_export import u2netp_onnx, u2netp_test_ckpt, u2netp_test_model  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 SOD_DIR = Path(os.environ.get("U2NET_SOD_DIR", REPO.parent / "shared" / "data" / "SOD"))
 

@@ -12,7 +12,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import fixtures_export
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -27,11 +26,6 @@ from export.verify import TOLERANCES, ParityCheck, Tolerance, sample_images
 from runtime.backends.onnxrt import OnnxRuntimeBackend
 from runtime.preprocess import PreprocessSpec
 from train.checkpoint import save_checkpoint
-
-# Session fixtures shared through fixtures_export (assigned, not imported, so linters see them used).
-u2netp_test_model = fixtures_export.u2netp_test_model
-u2netp_test_ckpt = fixtures_export.u2netp_test_ckpt
-u2netp_onnx = fixtures_export.u2netp_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_KEYS = {

@@ -1,0 +1,107 @@
+"""Timing, hardware description and the paper's reference numbers, shared by the benchmarks."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SOD_DIR = REPO.parent / "shared" / "data" / "SOD"
+CACHE_DIR = Path(os.environ.get("U2NET_CACHE_DIR", REPO / ".cache" / "benchmarks"))
+
+# Qin et al. 2020: PyTorch, GTX 1080 Ti, 320x320, batch 1.
+PAPER_FPS = {"u2net": 30.0, "u2netp": 40.0}
+PAPER_DEVICE = "GTX 1080 Ti (paper)"
+
+
+@dataclass
+class Timing:
+    latencies_ms: list[float]
+    batch_size: int
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q))
+
+    @property
+    def throughput(self) -> float:
+        """Images per second from the mean latency of a batch."""
+        return self.batch_size * 1000.0 / float(np.mean(self.latencies_ms))
+
+
+def measure(fn: Callable[[], object], batch_size: int, seconds: float = 5.0, warmup: int = 2,
+            min_iters: int = 3, max_iters: int = 500) -> Timing:
+    """Call ``fn`` ``warmup`` times, then until ``seconds`` have passed (at least ``min_iters``).
+
+    The count adapts to speed, so a slow CPU row and a fast GPU row each take about ``seconds``.
+    ``fn`` must synchronise any device work before returning.
+    """
+    for _ in range(warmup):
+        fn()
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while len(latencies) < max_iters and (len(latencies) < min_iters or time.perf_counter() - start < seconds):
+        t0 = time.perf_counter()
+        fn()
+        latencies.append((time.perf_counter() - t0) * 1000.0)
+    return Timing(latencies, batch_size)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str | None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            return f"{props.name} (sm_{props.major}{props.minor})"
+    except ImportError:
+        pass
+    return None
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for module, name in [("numpy", "numpy"), ("cv2", "opencv"), ("torch", "torch"),
+                         ("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")]:
+        try:
+            versions[name] = importlib.import_module(module).__version__
+        except Exception:  # absent or broken install: simply not listed
+            continue
+    return versions
+
+
+def hardware_header() -> str:
+    gpu = gpu_name()
+    lines = [f"CPU: {cpu_name()} ({os.cpu_count()} logical cores)", f"GPU: {gpu or 'none'}"]
+    lines.append("Libraries: " + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
+    return "\n".join(lines)
+
+
+def sample_images(n: int, data_dir: Path | None = None) -> list[np.ndarray]:
+    """``n`` RGB photos for end-to-end timing: the SOD photos when present, else synthetic ones."""
+    import cv2
+
+    folder = (data_dir or SOD_DIR) / "images"
+    paths = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
+    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+    if len(images) < n:
+        from train.synthetic import make_sample
+
+        images += [make_sample(seed, size=400)[0] for seed in range(n - len(images))]
+    return images

@@ -1,0 +1,168 @@
+"""Speed of U²-Net / U²-NetP on every backend this machine has, against the paper's GTX 1080 Ti.
+
+    python -m benchmarks.fps                         # both variants, random weights, all backends
+    python -m benchmarks.fps --ckpt u2net.pth --batch-sizes 1,4,8 --json fps.json --plot fps.png
+
+"model" times the network on a preprocessed batch already where it runs; "e2e" times a decoded
+photo in host memory -> preprocess -> network (with host<->device copies) -> mask at the photo's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure, sample_images
+from benchmarks.runners import RowSpec, available_rows
+from runtime.preprocess import postprocess, preprocess
+
+log = logging.getLogger("benchmarks.fps")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fps", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="u2net,u2netp", help="comma-separated variants (default: both)")
+    p.add_argument("--ckpt", type=Path, help="real weights (variant inferred); default: random weights")
+    p.add_argument("--backends", help="only these, e.g. onnxruntime,pytorch,tensorrt or onnxruntime-cpu")
+    p.add_argument("--batch-sizes", help="default: 1,4,8 on a GPU, 1 on a CPU")
+    p.add_argument("--size", type=int, default=320, help="input size (default 320, the paper's)")
+    p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement (default 4)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs before each measurement")
+    p.add_argument("--no-e2e", action="store_true", help="skip end-to-end timing")
+    p.add_argument("--json", type=Path, help="write one object per row to this file")
+    p.add_argument("--plot", type=Path, help="write a bar chart (PNG) to this file")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def run_row(row: RowSpec, batch_sizes: list[int], images: list, args: argparse.Namespace) -> list[dict]:
+    runner = row.make()
+    results = []
+    for bs in batch_sizes:
+        batch_images = [images[i % len(images)] for i in range(bs)]
+        batch = preprocess(batch_images, runner.spec)
+        staged = runner.stage(batch)
+        model = measure(lambda staged=staged: runner.run_staged(staged), bs, args.seconds, args.warmup)
+
+        def end_to_end(imgs=batch_images):
+            out = runner.run(preprocess(imgs, runner.spec))
+            return [postprocess(o, img.shape[:2]) for o, img in zip(out, imgs, strict=True)]
+
+        e2e = None if args.no_e2e else measure(end_to_end, bs, args.seconds, args.warmup)
+        results.append(make_record(row, bs, model, e2e))
+        log.info("%s", results[-1])
+    return results
+
+
+def make_record(row: RowSpec, bs: int, model: Timing, e2e: Timing | None) -> dict:
+    paper = PAPER_FPS[row.model]
+    rec = {
+        "model": row.model, "backend": row.backend, "precision": row.precision, "device": row.device,
+        "batch_size": bs, "iterations": len(model.latencies_ms),
+        "latency_ms_p50": model.percentile(50), "latency_ms_p90": model.percentile(90),
+        "latency_ms_p99": model.percentile(99), "throughput_fps": model.throughput,
+        "vs_1080ti": model.throughput / paper,
+    }
+    if e2e is not None:
+        rec.update({"e2e_latency_ms_p50": e2e.percentile(50), "e2e_latency_ms_p99": e2e.percentile(99),
+                    "e2e_throughput_fps": e2e.throughput, "e2e_vs_1080ti": e2e.throughput / paper})
+    return rec
+
+
+def paper_records(variants: list[str]) -> list[dict]:
+    return [{"model": v, "backend": "pytorch", "precision": "fp32", "device": PAPER_DEVICE, "batch_size": 1,
+             "latency_ms_p50": 1000.0 / PAPER_FPS[v], "throughput_fps": PAPER_FPS[v], "vs_1080ti": 1.0}
+            for v in variants]
+
+
+def markdown_table(records: list[dict]) -> str:
+    cols = [("model", "model", "{}"), ("backend", "backend", "{}"), ("precision", "precision", "{}"),
+            ("device", "device", "{}"), ("batch_size", "batch", "{}"), ("latency_ms_p50", "p50 ms", "{:.1f}"),
+            ("latency_ms_p90", "p90 ms", "{:.1f}"), ("latency_ms_p99", "p99 ms", "{:.1f}"),
+            ("throughput_fps", "img/s", "{:.1f}"), ("vs_1080ti", "vs 1080 Ti", "{:.2f}×"),
+            ("e2e_latency_ms_p50", "e2e p50 ms", "{:.1f}"), ("e2e_throughput_fps", "e2e img/s", "{:.1f}"),
+            ("e2e_vs_1080ti", "e2e vs 1080 Ti", "{:.2f}×")]
+    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for r in records:
+        lines.append("| " + " | ".join(fmt.format(r[k]) if k in r else "–" for k, _, fmt in cols) + " |")
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['model']} {r['backend']} {r['precision']} {r['device']} b{r['batch_size']}" for r in records]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(records) + 1.5))
+    y = range(len(records))
+    ax.barh([i + 0.2 for i in y], [r["throughput_fps"] for r in records], height=0.4, label="model")
+    ax.barh([i - 0.2 for i in y], [r.get("e2e_throughput_fps", 0) for r in records], height=0.4, label="end-to-end")
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("images / s (320×320)")
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    variants = [v.strip() for v in args.models.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in PAPER_FPS]
+    if unknown:
+        print(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(PAPER_FPS)}", file=sys.stderr)
+        return 2
+    if args.ckpt is not None:
+        from train.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            variants = [load_checkpoint(args.ckpt).variant]
+        except CheckpointError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    backends = {b.strip() for b in args.backends.split(",")} if args.backends else None
+    rows = available_rows(variants, args.size, args.ckpt, max_batch=8, backends=backends)
+    if not rows:
+        print(f"error: no backend matches --backends {args.backends}", file=sys.stderr)
+        return 2
+    on_gpu = any(r.device == "cuda" for r in rows)
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("1,4,8" if on_gpu else "1")).split(",")]
+
+    print(hardware_header())
+    print(f"Input {args.size}×{args.size}; weights: {args.ckpt or 'random (speed only)'}; "
+          f"{args.seconds:g} s per measurement after {args.warmup} warm-up runs\n", flush=True)
+    images = sample_images(max(batch_sizes))
+    records, failed = [], 0
+    started = time.perf_counter()
+    for row in rows:
+        print(f"  measuring {row.model} {row.backend} {row.precision} on {row.device} ...", file=sys.stderr, flush=True)
+        try:
+            records += run_row(row, batch_sizes, images, args)
+        except Exception as exc:  # one broken backend must not hide the others' numbers
+            failed += 1
+            print(f"  {row.model} {row.backend} {row.precision} on {row.device}: failed: {exc}", file=sys.stderr)
+    table = paper_records(variants) + records
+    print(markdown_table(table))
+    print(f"\n{len(records)} rows in {time.perf_counter() - started:.0f} s. 'vs 1080 Ti' = images/s ÷ the paper's "
+          f"{', '.join(f'{v} {PAPER_FPS[v]:g} FPS' for v in variants)} (PyTorch, batch 1).")
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=2))
+        print(f"JSON: {args.json}")
+    if args.plot:
+        plot(table, args.plot)
+        print(f"Plot: {args.plot}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

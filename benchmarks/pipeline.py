@@ -1,0 +1,168 @@
+"""End-to-end speed of the runtime's pipeline, measured as ratios within one run.
+
+    python -m benchmarks.pipeline                  # U²-NetP 320, ONNX Runtime CPU, both scenarios
+    python -m benchmarks.pipeline --ckpt u2netp.pth --photos 8 --json pipeline.json
+
+1. Large photos, mode cutout: a folder of 12-megapixel JPEGs through ``runtime`` versus rembg's own
+   ``remove()`` loop (bytes in, PNG bytes out) on the same ONNX file; speed ratio and output size ratio.
+   Goal: >= 5x rembg's speed with outputs <= 1.5x rembg's size. Needs ``pip install rembg``.
+2. Small photos (~0.15 MP, the SOD photos), mode mask: images/s of the whole pipeline (decode, resize,
+   model, postprocess, PNG write) versus the bare model on preprocessed batches. Goal: >= 0.9x.
+
+The 12 MP inputs are made from the SOD photos (or synthetic images) upscaled with a little sensor-like
+noise, and written as JPEG quality 92, in a temporary folder that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks.common import SOD_DIR, hardware_header, measure, sample_images
+from benchmarks.runners import cached_onnx
+from runtime.api import Remover
+from runtime.pipeline import Pipeline
+
+LARGE_SIZE = (4032, 3024)  # 12.2 MP, a phone camera's frame
+
+
+def make_large_photos(folder: Path, n: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(sample_images(n)):
+        big = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), LARGE_SIZE, interpolation=cv2.INTER_CUBIC)
+        noise = rng.normal(0, 3.0, big.shape).astype(np.float32)
+        big = np.clip(big.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        path = folder / f"photo_{i:03d}.jpg"
+        cv2.imwrite(str(path), big, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        paths.append(path)
+    return paths
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def run_rembg(onnx: Path, photos: list[Path], out: Path) -> float:
+    from rembg import new_session, remove
+
+    # rembg loads custom models only from inside its home folder: point that at ours.
+    os.environ.pop("U2NET_HOME", None)
+    os.environ["REMBG_HOME"] = str(onnx.parent.resolve())
+    session = new_session("u2net_custom", model_path=str(onnx))
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for path in photos:
+        (out / f"{path.stem}.png").write_bytes(remove(path.read_bytes(), session=session))
+    return time.perf_counter() - started
+
+
+def run_ours(remover: Remover, inputs: list[str], out: Path, mode: str) -> float:
+    summary = Pipeline(remover, out, mode=mode, progress=False).run(inputs)
+    if summary.failed:
+        raise RuntimeError(f"runtime pipeline failed on {summary.failed} inputs")
+    return summary.seconds
+
+
+def alpha_difference(ours: Path, theirs: Path) -> float:
+    """Mean |alpha_ours - alpha_rembg| / 255: both must have cut out the same thing."""
+    diffs = []
+    for path in sorted(ours.glob("*.png")):
+        a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., 3].astype(np.float32)
+        b = cv2.imread(str(theirs / path.name), cv2.IMREAD_UNCHANGED)[..., 3].astype(np.float32)
+        diffs.append(float(np.abs(a - b).mean()) / 255.0)
+    return float(np.mean(diffs))
+
+
+def large_photos(onnx: Path, n: int, work: Path) -> dict:
+    photos = make_large_photos(work / "large", n)
+    remover = Remover(onnx, provider="cpu")
+    ours_s = run_ours(remover, [str(work / "large")], work / "ours_large", "cutout")
+    rembg_s = run_rembg(onnx, photos, work / "rembg_large")
+    ours_b, rembg_b = folder_bytes(work / "ours_large"), folder_bytes(work / "rembg_large")
+    return {"scenario": "12MP cutout", "images": n,
+            "ours_s_per_image": ours_s / n, "rembg_s_per_image": rembg_s / n, "speedup_vs_rembg": rembg_s / ours_s,
+            "ours_mb_per_image": ours_b / n / 1e6, "rembg_mb_per_image": rembg_b / n / 1e6,
+            "size_ratio_vs_rembg": ours_b / rembg_b,
+            "mean_alpha_difference": alpha_difference(work / "ours_large", work / "rembg_large")}
+
+
+def small_photos(onnx: Path, n: int, work: Path, batch_size: int) -> dict:
+    folder = SOD_DIR / "images"
+    if folder.is_dir():
+        inputs = [str(p) for p in sorted(folder.glob("*.jpg"))[:n]]
+    else:  # no SOD photos on this machine: synthetic ones of a similar size
+        folder = work / "small"
+        folder.mkdir(parents=True)
+        inputs = []
+        for i, image in enumerate(sample_images(n)):
+            path = folder / f"{i:04d}.jpg"
+            cv2.imwrite(str(path), cv2.cvtColor(cv2.resize(image, (481, 321)), cv2.COLOR_RGB2BGR))
+            inputs.append(str(path))
+    remover = Remover(onnx, provider="cpu", batch_size=batch_size)
+    batch = np.stack([remover.prepare(img) for img in sample_images(remover.batch_size)])
+    bare = measure(lambda: remover.predict(batch), remover.batch_size, seconds=len(inputs) / 10, warmup=2)
+    e2e_s = run_ours(remover, inputs, work / "ours_small", "mask")
+    e2e = len(inputs) / e2e_s
+    return {"scenario": "0.15MP mask", "images": len(inputs), "batch_size": remover.batch_size,
+            "bare_model_images_per_s": bare.throughput, "pipeline_images_per_s": e2e,
+            "ratio_vs_bare_model": e2e / bare.throughput}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, help="U²-NetP weights to export (default: random weights; speed only)")
+    p.add_argument("--size", type=int, default=320)
+    p.add_argument("--photos", type=int, default=6, help="12 MP photos for scenario 1 (default 6)")
+    p.add_argument("--small", type=int, default=120, help="small photos for scenario 2 (default 120)")
+    p.add_argument("--batch-size", type=int, default=4, help="engine batch for scenario 2 (default 4)")
+    p.add_argument("--skip-rembg", action="store_true", help="only scenario 2")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+
+    onnx = cached_onnx("u2netp", args.size, args.ckpt)
+    print(hardware_header())
+    print(f"Model: {onnx} (U²-NetP {args.size}×{args.size}, ONNX Runtime CPU)\n", flush=True)
+    results = []
+    work = Path(tempfile.mkdtemp(prefix="u2net_pipeline_"))
+    try:
+        if not args.skip_rembg:
+            try:
+                import rembg  # noqa: F401
+            except ImportError:
+                print("error: rembg is not installed (pip install rembg, or the 'bench' extra); "
+                      "use --skip-rembg to run scenario 2 only", file=sys.stderr)
+                return 2
+            r = large_photos(onnx, args.photos, work)
+            results.append(r)
+            print(f"1. {r['images']} × 12 MP JPEG, cutout: runtime {r['ours_s_per_image']:.2f} s/img, rembg "
+                  f"{r['rembg_s_per_image']:.2f} s/img -> {r['speedup_vs_rembg']:.2f}× faster (goal ≥ 5×); "
+                  f"PNG {r['ours_mb_per_image']:.2f} MB vs {r['rembg_mb_per_image']:.2f} MB -> "
+                  f"{r['size_ratio_vs_rembg']:.2f}× the size (goal ≤ 1.5×); "
+                  f"mean alpha difference {r['mean_alpha_difference']:.4f}", flush=True)
+        r = small_photos(onnx, args.small, work, args.batch_size)
+        results.append(r)
+        print(f"2. {r['images']} small photos, mask, batch {r['batch_size']}: pipeline "
+              f"{r['pipeline_images_per_s']:.2f} img/s, bare model {r['bare_model_images_per_s']:.2f} img/s -> "
+              f"{r['ratio_vs_bare_model']:.2f}× (goal ≥ 0.9×)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+        print(f"JSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

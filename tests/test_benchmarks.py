@@ -1,0 +1,108 @@
+"""The benchmarks' logic on tiny inputs: records, ratios, JSON, comparisons. No speed is asserted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import accuracy, fps, runners
+from benchmarks.common import PAPER_FPS, Timing, measure
+from runtime.preprocess import PreprocessSpec, preprocess
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_measure_counts_warmup_and_minimum_iterations():
+    calls = []
+    timing = measure(lambda: calls.append(1), batch_size=4, seconds=0.0, warmup=3, min_iters=5)
+    assert len(calls) == 8 and len(timing.latencies_ms) == 5
+    t = Timing([10.0, 10.0, 40.0], batch_size=4)
+    assert t.throughput == pytest.approx(4 * 1000 / 20.0)
+    assert t.percentile(50) == 10.0
+
+
+def test_torch_and_onnxruntime_runners_agree(u2netp_onnx, u2netp_test_model):
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
+
+    fp32, _ = u2netp_onnx
+    ort_runner = runners.BackendRunner(OnnxRuntimeBackend(fp32, provider="cpu"))
+    torch_runner = runners.TorchRunner(u2netp_test_model, ort_runner.spec)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (50, 70, 3), dtype=np.uint8) for _ in range(2)]
+    batch = preprocess(images, ort_runner.spec)
+    np.testing.assert_allclose(torch_runner.run(batch), ort_runner.run(batch), atol=1e-4)
+    staged = torch_runner.stage(batch)
+    assert tuple(torch_runner.run_staged(staged).shape) == (2, 1, 64, 64)
+
+
+def test_fps_json_rows_and_paper_ratio(tmp_path, monkeypatch):
+    monkeypatch.setattr(runners, "CACHE_DIR", tmp_path / "cache")
+    out = tmp_path / "fps.json"
+    status = fps.main(["--models", "u2netp", "--size", "64", "--seconds", "0.05", "--warmup", "1",
+                       "--json", str(out), "--plot", str(tmp_path / "fps.png")])
+    assert status == 0
+    rows = json.loads(out.read_text())
+    paper = [r for r in rows if "paper" in r["device"]]
+    measured = [r for r in rows if "paper" not in r["device"]]
+    assert [r["throughput_fps"] for r in paper] == [PAPER_FPS["u2netp"]]
+    assert {r["backend"] for r in measured} == {"onnxruntime", "pytorch"}
+    for r in measured:
+        for key in ("model", "backend", "precision", "batch_size", "latency_ms_p50", "throughput_fps", "vs_1080ti"):
+            assert key in r
+        assert r["vs_1080ti"] == pytest.approx(r["throughput_fps"] / PAPER_FPS["u2netp"])
+        assert r["latency_ms_p50"] <= r["latency_ms_p90"] <= r["latency_ms_p99"]
+        assert r["e2e_throughput_fps"] > 0
+    assert (tmp_path / "fps.png").stat().st_size > 1000
+    assert (tmp_path / "cache").is_dir()  # exported once, reused by later runs
+
+
+def test_fps_rejects_unknown_model(capsys):
+    assert fps.main(["--models", "u2netx"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def _tiny_dataset(root, n=6):
+    import cv2
+
+    from train.synthetic import make_sample
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        image, mask = make_sample(i, size=96)
+        cv2.imwrite(str(root / "images" / f"{i}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / "masks" / f"{i}.png"), mask)
+    return root
+
+
+def test_accuracy_compare_reports_both_engines_and_deltas(tmp_path, u2netp_onnx):
+    fp32, fp16 = u2netp_onnx
+    data = _tiny_dataset(tmp_path / "data")
+    out = tmp_path / "acc.json"
+    assert accuracy.main(["--engine", str(fp32), "--compare", str(fp16), "--data", str(data), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    for key in ("max_f", "mean_f", "mae", "s_measure", "e_measure", "weighted_f", "n_images"):
+        assert key in doc and key in doc["compare"]
+    assert doc["n_images"] == doc["compare"]["n_images"] == 6
+    assert doc["delta"]["mae"] == pytest.approx(doc["compare"]["mae"] - doc["mae"])
+    # FP16 must score like FP32 on the same images.
+    assert abs(doc["delta"]["max_f"]) < 0.02 and abs(doc["delta"]["mae"]) < 0.01
+    assert 0 <= doc["mae"] <= 1 and 0 <= doc["max_f"] <= 1
+
+
+def test_accuracy_missing_data_is_one_line(tmp_path, u2netp_onnx, capsys):
+    assert accuracy.main(["--engine", str(u2netp_onnx[0]), "--data", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "absent" in err and "\n" not in err
+
+
+def test_spec_round_trip_through_runner_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(runners, "CACHE_DIR", tmp_path)
+    path = runners.cached_onnx("u2netp", 64, None)
+    from runtime.backends.onnxrt import OnnxRuntimeBackend
+
+    assert OnnxRuntimeBackend(path, provider="cpu").spec == PreprocessSpec(size=64)
+    mtime = path.stat().st_mtime_ns
+    assert runners.cached_onnx("u2netp", 64, None) == path and path.stat().st_mtime_ns == mtime
