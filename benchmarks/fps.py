@@ -159,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(table, indent=2))
         print(f"JSON: {args.json}")
     if args.plot:
-        plot(table, args.plot)
-        print(f"Plot: {args.plot}")
+        try:
+            plot(table, args.plot)
+            print(f"Plot: {args.plot}")
+        except ImportError:
+            print("error: --plot needs matplotlib (pip install matplotlib, or the 'bench' extra)", file=sys.stderr)
+            return 2
     return 1 if failed else 0
 
 

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 import rembg  # noqa: F401
             except ImportError:
-                print("error: rembg is not installed (pip install rembg, or the 'bench' extra); "
+                print("error: rembg is not installed (pip install rembg, or the 'rembg' extra); "
                       "use --skip-rembg to run scenario 2 only", file=sys.stderr)
                 return 2
             r = large_photos(onnx, args.photos, work)

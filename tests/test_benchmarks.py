@@ -106,3 +106,18 @@ def test_spec_round_trip_through_runner_cache(tmp_path, monkeypatch):
     assert OnnxRuntimeBackend(path, provider="cpu").spec == PreprocessSpec(size=64)
     mtime = path.stat().st_mtime_ns
     assert runners.cached_onnx("u2netp", 64, None) == path and path.stat().st_mtime_ns == mtime
+
+
+def test_pipeline_small_photos_ratio_is_pipeline_over_bare_model(tmp_path, monkeypatch):
+    import tempfile
+
+    from benchmarks import pipeline
+
+    monkeypatch.setattr(runners, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # so the check below sees its work folder
+    out = tmp_path / "pipeline.json"
+    assert pipeline.main(["--skip-rembg", "--size", "64", "--small", "6", "--batch-size", "2", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["images"] == 6 and row["batch_size"] == 2
+    assert row["ratio_vs_bare_model"] == pytest.approx(row["pipeline_images_per_s"] / row["bare_model_images_per_s"])
+    assert (tmp_path / "cache").is_dir() and not list(tmp_path.glob("u2net_pipeline_*"))  # work folder removed
