@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -30,6 +31,7 @@ from export.errors import ExportError
 from export.fp16 import convert_to_fp16
 from export.onnx import MAX_OPSET, METADATA_PREFIX, MIN_OPSET, check_options, export_onnx
 from export.verify import Comparison, ParityCheck
+from runtime.argtypes import positive_int
 from runtime.preprocess import PreprocessSpec
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.model import MODEL_NAMES
@@ -199,36 +201,14 @@ def _verify(parity: ParityCheck, staged: Path, precision: str) -> Comparison:
         raise ExportError(f"{exc}; nothing was written") from None
 
 
-def export_checkpoint(
-    ckpt: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    model: str = "auto",
-    size: int | None = None,
-    opset: int = 17,
-    dynamic_hw: bool = False,
-    fp16: bool = False,
-    all_outputs: bool = False,
-) -> list[Path]:
-    """Write ``out`` (default: the checkpoint's name with ``.onnx``) and, with ``fp16``, ``X.fp16.onnx``.
+def export_checkpoint(ckpt: str | os.PathLike, out: str | os.PathLike | None = None, **options: Any) -> list[Path]:
+    """Write ``out`` (default: the checkpoint's name with ``.onnx``) and, with ``fp16=True``, ``X.fp16.onnx``.
 
-    Each file is verified with ONNX Runtime against PyTorch before it is moved into place.
-    Raises ``ExportError`` (one line) on any problem; then no file is left behind.
+    ``options`` are ``run_export``'s (model, size, opset, dynamic_hw, fp16, all_outputs). Each file is
+    verified with ONNX Runtime against PyTorch before it is moved into place. Raises ``ExportError``
+    (one line) on any problem; then no file is left behind.
     """
-    artifacts = run_export(
-        ckpt, out, model=model, size=size, opset=opset, dynamic_hw=dynamic_hw, fp16=fp16, all_outputs=all_outputs
-    )
-    return [a.path for a in artifacts]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+    return [artifact.path for artifact in run_export(ckpt, out, **options)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="output .onnx (default: next to the checkpoint)")
     parser.add_argument("--model", choices=("auto", *MODEL_NAMES), default="auto",
                         help="architecture; auto infers it from the weights (default: auto)")
-    parser.add_argument("--size", type=_positive_int,
+    parser.add_argument("--size", type=positive_int,
                         help=f"input height and width (default: the checkpoint's input_size, else {DEFAULT_SIZE})")
-    parser.add_argument("--opset", type=_positive_int, default=17,
+    parser.add_argument("--opset", type=positive_int, default=17,
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: 17)")
     parser.add_argument("--dynamic-hw", action="store_true", help="make height and width dynamic too")
     parser.add_argument("--fp16", action="store_true",

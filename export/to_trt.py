@@ -28,6 +28,7 @@ from export.errors import ExportError
 from export.fp16 import convert_to_fp16
 from export.to_onnx import fp16_path, run_export
 from export.trt import BuildOptions, Profile, TensorRTUnavailable, build_engine, onnx_weight_precision
+from runtime.argtypes import positive_float, positive_int
 from train.model import MODEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -75,24 +76,8 @@ def onnx_from_onnx(source: Path, plan: Path, *, fp16: bool) -> tuple[Path | None
     return source, half
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,16 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("source", type=Path, help="checkpoint (.pth) or ONNX file (.onnx)")
     parser.add_argument("-o", "--output", type=Path, help="engine file, .plan (default: SOURCE with .plan)")
     parser.add_argument(
-        "--min-batch", type=_positive_int, default=1, help="smallest batch the engine runs (default: 1)"
+        "--min-batch", type=positive_int, default=1, help="smallest batch the engine runs (default: 1)"
     )
-    parser.add_argument("--opt-batch", type=_positive_int, default=1, help="batch TensorRT tunes for (default: 1)")
-    parser.add_argument("--max-batch", type=_positive_int, default=8, help="largest batch the engine runs (default: 8)")
+    parser.add_argument("--opt-batch", type=positive_int, default=1, help="batch TensorRT tunes for (default: 1)")
+    parser.add_argument("--max-batch", type=positive_int, default=8, help="largest batch the engine runs (default: 8)")
     parser.add_argument(
-        "--size", type=_positive_int, help="input height and width (default: the checkpoint's or ONNX file's own)"
+        "--size", type=positive_int, help="input height and width (default: the checkpoint's or ONNX file's own)"
     )
     parser.add_argument(
         "--workspace-gb",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         help="GPU memory TensorRT may use for tactics while building, in GiB (default: 2)",
     )

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from runtime.api import COLOR_NAMES, Remover, parse_color
+from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError
 from runtime.io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, EncodeOptions, ImageError
 from runtime.pipeline import MODES, Pipeline
@@ -23,39 +24,10 @@ from runtime.pipeline import MODES, Pipeline
 log = logging.getLogger("runtime.infer")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
-def _pixels(text: str) -> int:
-    """'100000000', '1e8' or '100M' -> pixel count."""
-    scale = 1_000_000 if text.upper().endswith("M") else 1
-    try:
-        value = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a pixel count: {text!r} (e.g. 100M or 1e8)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return int(value)
 
 
-def _ranged(lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, not {value}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,23 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"composite background: a colour ({', '.join(COLOR_NAMES)}, #RRGGBB, R,G,B) or an image "
                    "file, scaled to cover and centre-cropped (default: white)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="png", help="output file format (default: png)")
-    p.add_argument("--png-level", type=_ranged(0, 9), default=EncodeOptions.png_level, metavar="0-9",
+    p.add_argument("--png-level", type=int_in_range(0, 9), default=EncodeOptions.png_level, metavar="0-9",
                    help="PNG zlib level. On 12 MP photos 1 is 6x faster than 6 for 8%% bigger files, and "
                    "smaller than Pillow's default PNG settings (default: %(default)s)")
-    p.add_argument("--quality", type=_ranged(1, 100), default=EncodeOptions.quality, metavar="1-100",
+    p.add_argument("--quality", type=int_in_range(1, 100), default=EncodeOptions.quality, metavar="1-100",
                    help="WebP quality; 100 = lossless (default: %(default)s)")
     p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"),
                    help="ONNX Runtime execution provider (default: cuda when available, else cpu); "
                    "an unavailable provider is an error, never a silent fallback")
-    p.add_argument("--batch-size", type=_positive_int, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="images per engine call, capped by the engine's profile (default: the TensorRT profile's "
                    "optimum; 8 with CUDA; 1 on a CPU, where batching does not speed up inference)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="ONNX Runtime inference threads (default: one per core)")
-    p.add_argument("--io-threads", type=_positive_int, default=2, metavar="N",
+    p.add_argument("--io-threads", type=positive_int, default=2, metavar="N",
                    help="threads decoding, resizing and encoding images alongside inference (default: 2)")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file already exists")
-    p.add_argument("--max-pixels", type=_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
+    p.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse larger images, checked from the file header before decoding "
                    "(decompression bombs); e.g. 100M or 1e8 (default: 100M)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a terminal)")
