@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out: Path = args.out
     data, run = out / "data", out / "run"
+    marker = out / ".u2net-demo"
+    if out.exists():
+        if not marker.exists():
+            raise SystemExit(f"demo: {out} exists and was not made by the demo; choose another --out")
+        print(f"removing the previous demo output in {out}/")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    marker.touch()
     started = time.perf_counter()
 
     step("1. synthetic data (train 400 / val 40)",
