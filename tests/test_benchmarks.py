@@ -121,3 +121,14 @@ def test_pipeline_small_photos_ratio_is_pipeline_over_bare_model(tmp_path, monke
     assert row["images"] == 6 and row["batch_size"] == 2
     assert row["ratio_vs_bare_model"] == pytest.approx(row["pipeline_images_per_s"] / row["bare_model_images_per_s"])
     assert (tmp_path / "cache").is_dir() and not list(tmp_path.glob("u2net_pipeline_*"))  # work folder removed
+
+
+def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path):
+    from benchmarks import demo
+
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "keep.jpg").write_bytes(b"not really a photo")
+    with pytest.raises(SystemExit, match="was not made by the demo"):
+        demo.main(["--out", str(precious)])
+    assert (precious / "keep.jpg").exists()
