@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks.common import SOD_DIR
+from export.verify import SOD_DIR
 from runtime.api import Remover
 from runtime.backends import BackendError
 from train.data import DataError, collect_pairs, read_mask

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SOD_DIR = REPO.parent / "shared" / "data" / "SOD"
 CACHE_DIR = Path(os.environ.get("U2NET_CACHE_DIR", REPO / ".cache" / "benchmarks"))
 
 # Qin et al. 2020: PyTorch, GTX 1080 Ti, 320x320, batch 1.
@@ -91,17 +90,3 @@ def hardware_header() -> str:
     lines = [f"CPU: {cpu_name()} ({os.cpu_count()} logical cores)", f"GPU: {gpu or 'none'}"]
     lines.append("Libraries: " + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
     return "\n".join(lines)
-
-
-def sample_images(n: int, data_dir: Path | None = None) -> list[np.ndarray]:
-    """``n`` RGB photos for end-to-end timing: the SOD photos when present, else synthetic ones."""
-    import cv2
-
-    folder = (data_dir or SOD_DIR) / "images"
-    paths = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
-    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
-    if len(images) < n:
-        from train.synthetic import make_sample
-
-        images += [make_sample(seed, size=400)[0] for seed in range(n - len(images))]
-    return images

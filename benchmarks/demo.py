@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import SOD_DIR
+from export.verify import SOD_DIR
 
 
 def step(title: str, args: list[str], results: str | None = None) -> None:

@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure, sample_images
+from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure
 from benchmarks.runners import RowSpec, available_rows
+from export.verify import sample_images
 from runtime.preprocess import postprocess, preprocess
 
 log = logging.getLogger("benchmarks.fps")
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print(hardware_header())
     print(f"Input {args.size}×{args.size}; weights: {args.ckpt or 'random (speed only)'}; "
           f"{args.seconds:g} s per measurement after {args.warmup} warm-up runs\n", flush=True)
-    images = sample_images(max(batch_sizes))
+    images = sample_images(max(batch_sizes))[0]
     records, failed = [], 0
     started = time.perf_counter()
     for row in rows:

@@ -27,8 +27,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmarks.common import SOD_DIR, hardware_header, measure, sample_images
+from benchmarks.common import hardware_header, measure
 from benchmarks.runners import cached_onnx
+from export.verify import SOD_DIR, sample_images
 from runtime.api import Remover
 from runtime.pipeline import Pipeline
 
@@ -39,7 +40,7 @@ def make_large_photos(folder: Path, n: int) -> list[Path]:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, image in enumerate(sample_images(n)):
+    for i, image in enumerate(sample_images(n)[0]):
         big = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), LARGE_SIZE, interpolation=cv2.INTER_CUBIC)
         noise = rng.normal(0, 3.0, big.shape).astype(np.float32)
         big = np.clip(big.astype(np.float32) + noise, 0, 255).astype(np.uint8)
@@ -105,12 +106,12 @@ def small_photos(onnx: Path, n: int, work: Path, batch_size: int) -> dict:
         folder = work / "small"
         folder.mkdir(parents=True)
         inputs = []
-        for i, image in enumerate(sample_images(n)):
+        for i, image in enumerate(sample_images(n)[0]):
             path = folder / f"{i:04d}.jpg"
             cv2.imwrite(str(path), cv2.cvtColor(cv2.resize(image, (481, 321)), cv2.COLOR_RGB2BGR))
             inputs.append(str(path))
     remover = Remover(onnx, provider="cpu", batch_size=batch_size)
-    batch = np.stack([remover.prepare(img) for img in sample_images(remover.batch_size)])
+    batch = np.stack([remover.prepare(img) for img in sample_images(remover.batch_size)[0]])
     bare = measure(lambda: remover.predict(batch), remover.batch_size, seconds=len(inputs) / 10, warmup=2)
     e2e_s = run_ours(remover, inputs, work / "ours_small", "mask")
     e2e = len(inputs) / e2e_s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,7 @@ import pytest
 # Exported-model fixtures (u2netp_test_model, u2netp_test_ckpt, u2netp_onnx) for every test module.
 from fixtures_export import u2netp_onnx, u2netp_test_ckpt, u2netp_test_model  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
-SOD_DIR = Path(os.environ.get("U2NET_SOD_DIR", REPO.parent / "shared" / "data" / "SOD"))
+from export.verify import SOD_DIR  # the one definition (honours U2NET_SOD_DIR)
 
 
 @pytest.fixture(scope="session")
