@@ -12,6 +12,8 @@ import io
 import os
 import secrets
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -201,15 +203,21 @@ _READERS = (_jpeg, _png, _webp, _bmp, _gif, _tiff, _pnm)
 
 def probe(path: str | os.PathLike) -> ImageInfo:
     """Format and size from the header alone; raises ImageError naming the file."""
+    with _file_errors(path), open(path, "rb") as f:
+        return _probe_file(f, path)
+
+
+@contextmanager
+def _file_errors(name: str | os.PathLike) -> Iterator[None]:
+    """Turn the OS's errors about a file into one ImageError line naming it."""
     try:
-        with open(path, "rb") as f:
-            return _probe_file(f, path)
+        yield
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
+        raise ImageError(f"{name}: is a folder, not an image") from None
     except OSError as exc:
-        raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
 
 
 def _probe_file(f: BinaryIO, name: str | os.PathLike) -> ImageInfo:
@@ -277,22 +285,15 @@ def read_image(
         raise ValueError(f"order must be 'rgb' or 'bgr', not {order!r}")
     in_memory = isinstance(source, bytes | bytearray | memoryview)
     name = "<bytes>" if in_memory else source
-    try:
-        with io.BytesIO(source) if in_memory else open(source, "rb") as f:
-            info = _probe_file(f, name)
-            if info.pixels > max_pixels:
-                raise ImageError(
-                    f"{name}: {info.width}x{info.height} = {info.pixels / 1e6:.1f} MP exceeds the limit of "
-                    f"{max_pixels / 1e6:g} MP (raise --max-pixels if this image is genuine)"
-                )
-            f.seek(0)
-            data = np.frombuffer(f.read(), np.uint8)
-    except FileNotFoundError:
-        raise ImageError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name}: is a folder, not an image") from None
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    with _file_errors(name), io.BytesIO(source) if in_memory else open(source, "rb") as f:
+        info = _probe_file(f, name)
+        if info.pixels > max_pixels:
+            raise ImageError(
+                f"{name}: {info.width}x{info.height} = {info.pixels / 1e6:.1f} MP exceeds the limit of "
+                f"{max_pixels / 1e6:g} MP (raise --max-pixels if this image is genuine)"
+            )
+        f.seek(0)
+        data = np.frombuffer(f.read(), np.uint8)
 
     full = info.shape
     factor = _reduction(info, reduce_to) if reduce_to else 1
