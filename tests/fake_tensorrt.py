@@ -34,6 +34,7 @@ import ctypes
 import enum
 import json
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,10 @@ from typing import Any
 
 import numpy as np
 
+SEVERITY_LETTERS = {"INTERNAL_ERROR": "F", "ERROR": "E", "WARNING": "W", "INFO": "I", "VERBOSE": "V"}
 ENGINE_MAGIC = b"FAKETRT-ENGINE\0"
+# Attributes of the fake module that exist only for tests to inspect or steer it.
+FAKE_ONLY = frozenset({"calls", "log", "output_error", "cudart", "enum_release"})
 CACHE_MAGIC = b"FAKETRT-CACHE\0"
 
 
@@ -118,8 +122,13 @@ class FakeCudaRuntime:
     cudaMemcpyKind = cudaMemcpyKind
     cudaStream_t = cudaStream_t
 
-    def __init__(self, gpus: list[FakeGpu] | None = None) -> None:
+    def __init__(self, gpus: list[FakeGpu] | None = None, driver_cuda: int = 13000, runtime_cuda: int = 12090) -> None:
+        """``driver_cuda``: the CUDA version the driver supports (nvidia-smi's "CUDA Version",
+        12080 = 12.8), 0 for no driver at all; ``runtime_cuda``: the CUDA version cuda-python was
+        built for. As with the real cuda-bindings, a runtime newer than the driver (or no driver)
+        makes every device call fail with cudaErrorInsufficientDriver (35)."""
         self.gpus = [FakeGpu()] if gpus is None else gpus
+        self.driver_cuda, self.runtime_cuda = driver_cuda, runtime_cuda
         self.allocations: dict[int, _Allocation] = {}
         self.streams: dict[int, list] = {}  # handle -> queued work, run at synchronize
         self.events: list[tuple] = []  # what happened on the "device", in order
@@ -127,14 +136,26 @@ class FakeCudaRuntime:
         self._sticky_error: cudaError_t | None = None  # like CUDA, a device fault poisons the context
 
     # -- device queries ----------------------------------------------------------------------
+    def startup_error(self) -> cudaError_t:
+        """What the first device call returns: no (new enough) driver, no GPU, or success."""
+        if self.driver_cuda == 0 or self.driver_cuda // 1000 < self.runtime_cuda // 1000:
+            return cudaError_t.cudaErrorInsufficientDriver
+        return cudaError_t.cudaSuccess if self.gpus else cudaError_t.cudaErrorNoDevice
+
+    def cudaDriverGetVersion(self):  # noqa: N802
+        return (cudaError_t.cudaSuccess, self.driver_cuda)
+
+    def cudaRuntimeGetVersion(self):  # noqa: N802
+        return (cudaError_t.cudaSuccess, self.runtime_cuda)
+
     def cudaGetDeviceCount(self):  # noqa: N802
-        if not self.gpus:
-            return (cudaError_t.cudaErrorNoDevice, 0)
+        if self.startup_error():
+            return (self.startup_error(), None)
         return (cudaError_t.cudaSuccess, len(self.gpus))
 
     def cudaGetDeviceProperties(self, device: int):  # noqa: N802
-        if not self.gpus:
-            return (cudaError_t.cudaErrorNoDevice, None)
+        if self.startup_error():
+            return (self.startup_error(), None)
         if not 0 <= device < len(self.gpus):
             return (cudaError_t.cudaErrorInvalidDevice, None)
         gpu = self.gpus[device]
@@ -155,8 +176,8 @@ class FakeCudaRuntime:
 
     # -- memory ------------------------------------------------------------------------------
     def _alloc(self, kind: str, nbytes: int):
-        if not self.gpus:
-            return (cudaError_t.cudaErrorNoDevice, None)
+        if self.startup_error():
+            return (self.startup_error(), None)
         used = sum(a.size for a in self.allocations.values() if a.kind == "device")
         if nbytes <= 0 or (kind == "device" and used + nbytes > self.gpus[0].total_memory):
             return (cudaError_t.cudaErrorMemoryAllocation, None)
@@ -207,8 +228,8 @@ class FakeCudaRuntime:
 
     # -- streams -----------------------------------------------------------------------------
     def cudaStreamCreate(self):  # noqa: N802
-        if not self.gpus:
-            return (cudaError_t.cudaErrorNoDevice, None)
+        if self.startup_error():
+            return (self.startup_error(), None)
         self._next_stream += 0x10
         self.streams[self._next_stream] = []
         return (cudaError_t.cudaSuccess, cudaStream_t(self._next_stream))
@@ -403,11 +424,23 @@ class Dims(tuple):
     pass
 
 
-@dataclass
-class _Tensor:
-    name: str
-    shape: Dims
-    dtype: Any
+class ITensor:
+    """A network input or output (only what the fake's parser fills in)."""
+
+    def __init__(self, name: str, shape: Dims, dtype: Any) -> None:
+        self._name, self._shape, self._dtype = name, shape, dtype
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def shape(self) -> Dims:
+        return self._shape
+
+    @property
+    def dtype(self) -> Any:
+        return self._dtype
 
 
 @dataclass
@@ -443,6 +476,33 @@ def _read_onnx(path: str) -> ParsedOnnx:
     return ParsedOnnx(str(Path(path).resolve()), inputs, io(model.graph.output), weights)
 
 
+class NativeEnum(enum.Enum):
+    """Like a pybind11 enum: int(member) and operator.index work, but a member never equals an int."""
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __index__(self) -> int:
+        return self.value
+
+
+ENUM_TABLES = Path(__file__).with_name("data") / "tensorrt_enums.json"  # tests/dump_tensorrt_enums.py
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def enum_tables(version: str) -> tuple[str, dict[str, dict[str, int]]]:
+    """The real bindings' enum tables for ``version``: those of the newest dumped release of the same
+    major version that is not newer (the oldest one of that major when all are newer)."""
+    tables = json.loads(ENUM_TABLES.read_text())
+    same_major = sorted((v for v in tables if v.split(".")[0] == version.split(".")[0]), key=_version_key)
+    older = [v for v in same_major if _version_key(v) <= _version_key(version)]
+    chosen = (older or same_major)[-1]
+    return chosen, tables[chosen]
+
+
 def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
     """A fake ``tensorrt`` module of the given version (10.x or 11.x) running on ``cuda``."""
     major = int(version.split(".")[0])
@@ -451,22 +511,20 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.calls = []  # (api, args...) in call order: what the code under test asked for
-    trt.log = []  # (severity, message) the library "printed"
+    trt.log = []  # (severity, message) the library logged, whichever logger received it
     trt.output_error = 0.0  # tests set it to emulate an engine that computes wrong results
     record = trt.calls.append
 
-    # -- enums -------------------------------------------------------------------------------
-    class DataType(enum.Enum):
-        FLOAT = 0
-        HALF = 1
-        INT8 = 2
-        INT32 = 3
-        BOOL = 4
-        UINT8 = 5
-        FP8 = 6
-        BF16 = 7
-        INT64 = 8
-        INT4 = 9
+    # -- enums: names and values of the real release (tests/data/tensorrt_enums.json) ---------
+    trt.enum_release, tables = enum_tables(version)
+    DataType = NativeEnum("DataType", tables["DataType"])  # noqa: N806 - the real names
+    TensorIOMode = NativeEnum("TensorIOMode", tables["TensorIOMode"])  # noqa: N806
+    MemoryPoolType = NativeEnum("MemoryPoolType", tables["MemoryPoolType"])  # noqa: N806
+    # 11 dropped EXPLICIT_BATCH and renumbered the rest, so a hard-coded ``1 << 1`` means
+    # STRONGLY_TYPED on 10 but PREFER_JIT_PYTHON_PLUGINS on 11.
+    NetworkDefinitionCreationFlag = NativeEnum("NetworkDefinitionCreationFlag", tables["NetworkDefinitionCreationFlag"])  # noqa: N806
+    BuilderFlag = NativeEnum("BuilderFlag", tables["BuilderFlag"])  # noqa: N806 - 11 has no FP16/INT8/BF16
+    Severity = NativeEnum("Severity", tables["ILogger.Severity"])  # noqa: N806
 
     np_of = {
         DataType.FLOAT: np.float32,
@@ -479,61 +537,64 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
     }
     trt_of = {np.dtype(v).name: k for k, v in np_of.items()}
 
-    def nptype(dtype):
-        if dtype in np_of:
-            return np_of[dtype]
+    def nptype(trt_type):
+        if trt_type in np_of:
+            return np_of[trt_type]
         raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
 
-    class TensorIOMode(enum.Enum):
-        NONE = 0
-        INPUT = 1
-        OUTPUT = 2
-
-    class MemoryPoolType(enum.Enum):
-        WORKSPACE = 0
-        DLA_MANAGED_SRAM = 1
-        DLA_LOCAL_DRAM = 2
-        DLA_GLOBAL_DRAM = 3
-        TACTIC_DRAM = 4
-        TACTIC_SHARED_MEMORY = 5
-
-    # The bit positions of NvInfer.h: 11 dropped EXPLICIT_BATCH and renumbered the rest, so a
-    # hard-coded ``1 << 1`` means STRONGLY_TYPED on 10 but PREFER_JIT_PYTHON_PLUGINS on 11.
-    flags = ["STRONGLY_TYPED", "PREFER_JIT_PYTHON_PLUGINS", "PREFER_AOT_PYTHON_PLUGINS"]
-    if major == 10:
-        flags.insert(0, "EXPLICIT_BATCH")  # ignored in 10, gone in 11
-    NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", flags, start=0)  # noqa: N806
-
-    builder_flags = [
-        "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "EDITABLE_TIMING_CACHE", "TF32",
-        "SPARSE_WEIGHTS", "SAFETY_SCOPE", "DIRECT_IO", "VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME",
-        "ERROR_ON_TIMING_CACHE_MISS", "DISABLE_COMPILATION_CACHE", "STRIP_PLAN", "REFIT_IDENTICAL",
-        "WEIGHT_STREAMING", "REFIT_INDIVIDUAL", "STRICT_NANS", "MONITOR_MEMORY",
-    ]  # fmt: skip
-    if major == 10:  # the weak-typing precision flags, all removed in 11
-        builder_flags += [
-            "FP16", "BF16", "INT8", "FP8", "INT4", "FP4",
-            "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS",
-        ]  # fmt: skip
-    BuilderFlag = enum.Enum("BuilderFlag", builder_flags, start=0)  # noqa: N806
-
-    class Severity(enum.IntEnum):
-        INTERNAL_ERROR = 0
-        ERROR = 1
-        WARNING = 2
-        INFO = 3
-        VERBOSE = 4
-
-    class Logger:
-        INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = Severity
-
-        def __init__(self, min_severity: Severity = Severity.WARNING) -> None:
-            self.min_severity = min_severity
+    class ILogger:
+        """Subclass it and override ``log``: TensorRT calls it for every message, of any severity."""
 
         def log(self, severity: Severity, msg: str) -> None:
-            trt.log.append((Severity(severity), msg))
+            raise RuntimeError("Tried to call pure virtual function \"ILogger::log\"")
 
-    Logger.Severity = Severity
+    ILogger.Severity = Severity
+    for name in SEVERITY_LETTERS:
+        setattr(ILogger, name, Severity[name])
+
+    class Logger(ILogger):
+        """The default logger: like the real one, it prints to **stdout** (C++ std::cout)."""
+
+        def __init__(self, min_severity: Severity = Severity.WARNING) -> None:
+            self._min_severity = min_severity
+
+        @property
+        def min_severity(self) -> Severity:
+            return self._min_severity
+
+        @min_severity.setter
+        def min_severity(self, value: Severity) -> None:
+            self._min_severity = value
+
+        def log(self, severity: Severity, msg: str) -> None:
+            if int(severity) <= int(self._min_severity):
+                stamp = time.strftime("%m/%d/%Y-%H:%M:%S")
+                print(f"[{stamp}] [TRT] [{SEVERITY_LETTERS[Severity(severity).name]}] {msg}", flush=True)
+
+    # TensorRT keeps one logger per process: the first one given to a Builder or Runtime.
+    loggers: list[ILogger] = []
+
+    def emit(severity: Severity, msg: str) -> None:
+        trt.log.append((severity, msg))
+        if loggers:
+            loggers[0].log(severity, msg)
+
+    def adopt(logger: ILogger) -> None:
+        if not isinstance(logger, ILogger):
+            raise TypeError(f"__init__(): incompatible constructor arguments: {logger!r} is not a tensorrt.ILogger")
+        if not loggers:
+            loggers.append(logger)
+        elif logger is not loggers[0]:
+            emit(Severity.WARNING, "The logger passed into createInferRuntime differs from one already provided "
+                 "for an existing builder, runtime, or refitter. Uses of the global logger, returned by "
+                 "nvinfer1::getLogger(), will return the existing value.")  # fmt: skip
+
+    def cannot_start(logger: ILogger) -> None:
+        """What the real Builder(logger) / Runtime(logger) do when TensorRT cannot initialise CUDA."""
+        code = int(cuda.startup_error())
+        if code:
+            emit(Severity.ERROR, f"CUDA initialization failure with error: {code}")
+            raise TypeError("pybind11::init(): factory function returned nullptr")
 
     removed_10 = "10"
     removed_11 = "11"
@@ -541,12 +602,12 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
 
     # -- network and parser ------------------------------------------------------------------
     class INetworkDefinition(_Strict):
-        _removed = {"has_implicit_batch_dimension": removed_10, "add_fully_connected": removed_10}
+        _removed = {"add_fully_connected": removed_10}
 
         def __init__(self, flags: int) -> None:
             self._flags = flags
-            self._inputs: list[_Tensor] = []
-            self._outputs: list[_Tensor] = []
+            self._inputs: list[ITensor] = []
+            self._outputs: list[ITensor] = []
             self._parsed: ParsedOnnx | None = None
 
         @property
@@ -561,18 +622,22 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
         def num_layers(self) -> int:
             return 0 if self._parsed is None else 1
 
-        def get_input(self, index: int) -> _Tensor:
+        def get_input(self, index: int) -> ITensor:
             return self._inputs[index]
 
-        def get_output(self, index: int) -> _Tensor:
+        def get_output(self, index: int) -> ITensor:
             return self._outputs[index]
 
         def get_flag(self, flag) -> bool:
             return bool(self._flags & (1 << int(flag)))
 
         @property
-        def strongly_typed(self) -> bool:  # the fake's own helper: 11 is always strongly typed
-            return major >= 11 or self.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        def has_implicit_batch_dimension(self) -> bool:
+            return False  # deprecated in 10, always False; still there in 11
+
+    def strongly_typed(network: INetworkDefinition) -> bool:
+        """What the builder will do: 11 is always strongly typed, 10 only when the flag was given."""
+        return major >= 11 or network.get_flag(NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
     INetworkDefinition.__name__ = "INetworkDefinition"
 
@@ -600,8 +665,8 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
                 return False
             net = self._network
             net._parsed = parsed
-            net._inputs = [_Tensor(n, Dims(s), trt_of[d]) for n, s, d in parsed.inputs]
-            net._outputs = [_Tensor(n, Dims(s), trt_of[d]) for n, s, d in parsed.outputs]
+            net._inputs = [ITensor(n, Dims(s), trt_of[d]) for n, s, d in parsed.inputs]
+            net._outputs = [ITensor(n, Dims(s), trt_of[d]) for n, s, d in parsed.outputs]
             return True
 
         def parse(self, model: bytes, path: str | None = None) -> bool:
@@ -625,11 +690,17 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
         def set_shape(self, input: str, min, opt, max) -> None:  # noqa: A002 - the real keyword names
             shapes = tuple(Dims(int(v) for v in s) for s in (min, opt, max))
             record(("set_shape", input, *(tuple(s) for s in shapes)))
-            lo, mid, hi = shapes
-            if not (len(lo) == len(mid) == len(hi)) or any(a > b or b > c for a, b, c in zip(lo, mid, hi, strict=True)):
-                # real TensorRT logs an API usage error and ignores the call
-                trt.log.append((Severity.ERROR, f"set_shape({input}): need min <= opt <= max"))
-                return
+            # The binding sets MIN, OPT, MAX in turn; each must agree with the ones already set,
+            # else it raises RuntimeError (the text is the binding's own, see tensorrt.so).
+            for index, which in enumerate(("min", "opt", "max")):
+                shape = shapes[index]
+                consistent = all(d >= 0 for d in shape) and all(
+                    len(earlier) == len(shape) and all(a <= b for a, b in zip(earlier, shape, strict=True))
+                    for earlier in shapes[:index]
+                )
+                if not consistent:
+                    emit(Severity.ERROR, f"setDimensions: {which} dimensions of {input} are inconsistent")
+                    raise RuntimeError(f"Shape provided for {which} is inconsistent with other shapes.")
             self._shapes[input] = shapes
 
         def get_shape(self, input: str):  # noqa: A002
@@ -641,7 +712,7 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
 
         def serialize(self) -> IHostMemory:
             header = {"entries": self._entries, "device": self._device, "version": self._version}
-            return IHostMemory(CACHE_MAGIC + json.dumps(header).encode())
+            return host_memory(CACHE_MAGIC + json.dumps(header).encode())
 
         def combine(self, input_cache: ITimingCache, ignore_mismatch: bool) -> bool:
             self._entries += input_cache._entries
@@ -715,20 +786,24 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
             record(("create_timing_cache", len(blob)))
             if not blob:
                 return ITimingCache(0, cuda.compute_capability, version)
-            if not blob.startswith(CACHE_MAGIC):
-                trt.log.append((Severity.ERROR, "Timing cache: invalid serialized data"))
-                return None
             try:
+                if not blob.startswith(CACHE_MAGIC):
+                    raise ValueError("Magic tag does not match")
                 header = json.loads(blob[len(CACHE_MAGIC) :])
-                return ITimingCache(int(header["entries"]), header["device"], header["version"])
-            except (ValueError, KeyError, TypeError):
-                trt.log.append((Severity.ERROR, "Timing cache: corrupt header"))
+                if header["version"] != version:
+                    raise ValueError(f"cache from TensorRT {header['version']}")
+                cache = ITimingCache(int(header["entries"]), header["device"], header["version"])
+            except (ValueError, KeyError, TypeError) as exc:
+                # The two lines TensorRT logs for a cache it cannot read (NVIDIA/TensorRT#3566).
+                emit(Severity.ERROR, f"1: Serialization (Serialization assertion failed: {exc})")
+                emit(Severity.ERROR, "4: The timing cache will not be used!")
                 return None
+            return cache
 
         def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
             record(("set_timing_cache", cache._entries, bool(ignore_mismatch)))
             if cache._device != cuda.compute_capability and not ignore_mismatch:
-                trt.log.append((Severity.ERROR, "Timing cache was created on a different device"))
+                emit(Severity.ERROR, "Timing cache was created on a different device")
                 return False
             self._cache = cache
             return True
@@ -743,21 +818,23 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
             "max_batch_size": removed_10,
             "max_workspace_size": removed_10,
             "create_builder_config_v2": removed_10,
-            **({"platform_has_fast_fp16": removed_11, "platform_has_fast_int8": removed_11} if major >= 11 else {}),
+            **(
+                {"platform_has_fast_fp16": removed_11, "platform_has_fast_int8": removed_11, "platform_has_tf32": removed_11}
+                if major >= 11
+                else {}
+            ),
         }
 
-        def __init__(self, logger: Logger) -> None:
-            if not cuda.gpus:  # what the real binding raises when the builder cannot start CUDA
-                logger.log(Severity.ERROR, "CUDA initialization failure with error: 100")
-                raise TypeError("pybind11::init(): factory function returned nullptr")
-            self._logger = logger
+        def __init__(self, logger: ILogger) -> None:
+            adopt(logger)
+            cannot_start(logger)
             record(("Builder",))
 
-        @property
-        def platform_has_tf32(self) -> bool:
-            return cuda.gpus[0].major >= 8
+        if major == 10:  # deprecated in 10.5, removed in 11
 
-        if major == 10:
+            @property
+            def platform_has_tf32(self) -> bool:
+                return cuda.gpus[0].major >= 8
 
             @property
             def platform_has_fast_fp16(self) -> bool:
@@ -777,10 +854,10 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
             record(("build_serialized_network",))
             error = _build_error(network, config)
             if error:
-                self._logger.log(Severity.ERROR, error)
+                emit(Severity.ERROR, error)
                 return None
             parsed = network._parsed
-            if network.strongly_typed:
+            if strongly_typed(network):
                 precision = "fp16" if parsed.weights_fp16 else "fp32"
             else:
                 precision = "fp16" if config.get_flag(BuilderFlag.FP16) else "fp32"
@@ -791,7 +868,7 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
                 "onnx": parsed.path,
                 "precision": precision,
                 "weights_fp16": parsed.weights_fp16,
-                "strongly_typed": network.strongly_typed,
+                "strongly_typed": strongly_typed(network),
                 "workspace": config._pools.get(MemoryPoolType.WORKSPACE),
                 "inputs": [(t.name, list(t.shape), t.dtype.name) for t in network._inputs],
                 "outputs": [(t.name, list(t.shape), t.dtype.name) for t in network._outputs],
@@ -799,12 +876,12 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
             }
             if config._cache is not None:
                 config._cache._entries += 1  # a build times tactics and remembers them
-            return IHostMemory(ENGINE_MAGIC + json.dumps(header).encode())
+            return host_memory(ENGINE_MAGIC + json.dumps(header).encode())
 
     def _build_error(network: INetworkDefinition, config: IBuilderConfig) -> str | None:
         if network._parsed is None or not network._inputs:
             return "Network must have at least one input (was the ONNX parsed?)"
-        if network.strongly_typed and major == 10 and config.get_flag(BuilderFlag.FP16):
+        if strongly_typed(network) and major == 10 and config.get_flag(BuilderFlag.FP16):
             return "BuilderFlag::kFP16 is not allowed with a strongly typed network"
         dynamic = [t for t in network._inputs if any(d < 0 for d in t.shape)]
         if dynamic and not config._profiles:
@@ -826,41 +903,50 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
                         )
         return None
 
-    class IHostMemory(bytes):
-        """What build_serialized_network and serialize return: a buffer (bytes(), write(), len())."""
+    class IHostMemory(ctypes.Structure):
+        """What build_serialized_network and serialize return. Like the real one it has only the
+        buffer protocol (memoryview(), bytes(memoryview()), file.write()), ``nbytes`` and ``dtype``:
+        no len(), and it is no bytes object. (A ctypes structure: pure Python classes of 3.11 cannot
+        export a buffer.)"""
 
         @property
         def nbytes(self) -> int:
-            return len(self)
+            return ctypes.sizeof(self)
+
+        @property
+        def dtype(self) -> DataType:
+            return DataType.UINT8
+
+    def host_memory(data: bytes) -> IHostMemory:
+        layout = type("IHostMemory", (IHostMemory,), {"_fields_": [("_bytes", ctypes.c_char * len(data))]})
+        return layout.from_buffer_copy(data)
 
     # -- runtime -----------------------------------------------------------------------------
     class Runtime(_Strict):
         _removed = {"deserialize_cuda_engine_v2": removed_10}
 
-        def __init__(self, logger: Logger) -> None:
-            if not cuda.gpus:
-                logger.log(Severity.ERROR, "CUDA initialization failure with error: 100")
-                raise TypeError("pybind11::init(): factory function returned nullptr")
-            self._logger = logger
+        def __init__(self, logger: ILogger) -> None:
+            adopt(logger)
+            cannot_start(logger)
 
         def deserialize_cuda_engine(self, serialized_engine) -> ICudaEngine | None:
             blob = bytes(memoryview(serialized_engine))
             record(("deserialize_cuda_engine", len(blob)))
             if not blob.startswith(ENGINE_MAGIC):
-                self._logger.log(Severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
+                emit(Severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: Serialization "
                                  "(Serialization assertion magicTagRead == kMAGIC_TAG failed.)")  # fmt: skip
                 return None
             try:
                 header = json.loads(blob[len(ENGINE_MAGIC) :])
             except ValueError:
-                self._logger.log(Severity.ERROR, "Serialization: engine plan is truncated or corrupt")
+                emit(Severity.ERROR, "Serialization: engine plan is truncated or corrupt")
                 return None
             if header["version"] != version:
-                self._logger.log(Severity.ERROR, f"The engine plan file is not compatible with this version of "
+                emit(Severity.ERROR, f"The engine plan file is not compatible with this version of "
                                  f"TensorRT, expecting library version {version} got {header['version']}")  # fmt: skip
                 return None
             if header["device"] != cuda.compute_capability:
-                self._logger.log(Severity.ERROR, "The engine plan file is generated on an incompatible device, "
+                emit(Severity.ERROR, "The engine plan file is generated on an incompatible device, "
                                  f"expecting compute {cuda.compute_capability} got compute {header['device']}")  # fmt: skip
                 return None
             return ICudaEngine(header)
@@ -878,7 +964,6 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
                     "get_binding_dtype",
                     "get_binding_vectorized_dim",
                     "max_batch_size",
-                    "has_implicit_batch_dimension",
                     "get_profile_shape",
                     "get_location",
                 )  # fmt: skip
@@ -923,16 +1008,17 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
             return DataType[self._find(name)[3]]
 
         def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[Dims]:
+            # Always three Dims (min, opt, max), as the binding builds them; invalid ones are empty.
             if profile_index != 0 or name not in self._header["profile"]:
-                return []
+                return [Dims(()), Dims(()), Dims(())]
             return [Dims(s) for s in self._header["profile"][name]]
 
-        def create_execution_context(self) -> IExecutionContext:
+        def create_execution_context(self, strategy: Any = None) -> IExecutionContext:
             record(("create_execution_context",))
             return IExecutionContext(self)
 
         def serialize(self) -> IHostMemory:
-            return IHostMemory(ENGINE_MAGIC + json.dumps(self._header).encode())
+            return host_memory(ENGINE_MAGIC + json.dumps(self._header).encode())
 
     sessions: dict[tuple[str, bool], Any] = {}
 
@@ -991,8 +1077,8 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
                 or len(shape) != len(lo)
                 or any(not a <= s <= b for a, s, b in zip(lo, shape, hi, strict=True))
             ):
-                trt.log.append((Severity.ERROR, f"IExecutionContext::setInputShape: {name} {shape} is outside the "
-                                f"optimization profile [{lo}, {hi}]"))  # fmt: skip
+                emit(Severity.ERROR, f"IExecutionContext::setInputShape: {name} {shape} is outside the "
+                                f"optimization profile [{lo}, {hi}]")  # fmt: skip
                 return False
             self._shapes[name] = shape
             return True
@@ -1022,10 +1108,10 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
             record(("execute_async_v3", int(stream_handle)))
             engine = self._engine
             if not self.all_binding_shapes_specified:
-                trt.log.append((Severity.ERROR, "execute_async_v3: not all input shapes are specified"))
+                emit(Severity.ERROR, "execute_async_v3: not all input shapes are specified")
                 return False
             if any(name not in self._addresses for name, *_ in engine._io):
-                trt.log.append((Severity.ERROR, "execute_async_v3: a tensor address is not set"))
+                emit(Severity.ERROR, "execute_async_v3: a tensor address is not set")
                 return False
             plan = []
             for name, mode, _, dtype in engine._io:
@@ -1050,7 +1136,7 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
 
             batch = next(s for _, m, s, _, _ in plan if m == TensorIOMode.INPUT)[0]
             if not cuda.enqueue(int(stream_handle), ("execute", batch), run):
-                trt.log.append((Severity.ERROR, "execute_async_v3: invalid stream"))
+                emit(Severity.ERROR, "execute_async_v3: invalid stream")
                 return False
             return True
 
@@ -1061,7 +1147,8 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
     exported = dict(
         DataType=DataType, nptype=nptype, TensorIOMode=TensorIOMode, MemoryPoolType=MemoryPoolType,
         NetworkDefinitionCreationFlag=NetworkDefinitionCreationFlag, BuilderFlag=BuilderFlag, Logger=Logger,
-        ILogger=Logger, Builder=Builder, OnnxParser=OnnxParser, Runtime=Runtime, Dims=Dims,
+        ILogger=ILogger, Builder=Builder, OnnxParser=OnnxParser, Runtime=Runtime, Dims=Dims, ITensor=ITensor,
+        ParserError=ParserError,
         INetworkDefinition=INetworkDefinition, IBuilderConfig=IBuilderConfig, ICudaEngine=ICudaEngine,
         IExecutionContext=IExecutionContext, IOptimizationProfile=IOptimizationProfile,
         ITimingCache=ITimingCache, IHostMemory=IHostMemory,

@@ -104,7 +104,7 @@ def test_fake_fails_loudly_on_removed_apis(tmp_path, monkeypatch, onnx_pair, ver
 
 def test_fake_10_still_has_what_11_removed():
     trt = make_tensorrt("10.8.0.43", FakeCudaRuntime())
-    assert trt.BuilderFlag.FP16 and trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH == 0
+    assert int(trt.BuilderFlag.FP16) == 0 and int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) == 0
     assert trt.Builder(trt.Logger()).platform_has_fast_fp16 is True
 
 
