@@ -31,6 +31,7 @@ from export.onnx import read_metadata
 from export.verify import TOLERANCES, Tolerance, sample_images
 from runtime.backends.base import BackendError
 from runtime.backends.cuda import CudaUnavailable, GpuInfo, open_cuda
+from runtime.backends.gpu_support import check_gpu_stack
 from runtime.backends.onnxrt import OnnxRuntimeBackend
 from runtime.backends.trt import (
     INSTALL_HINT,
@@ -145,9 +146,9 @@ def require_tensorrt() -> ModuleType:
     return trt
 
 
-def require_gpu() -> GpuInfo:
+def require_gpu(trt: ModuleType) -> GpuInfo:
     try:
-        return open_cuda().gpu_info()
+        return check_gpu_stack(trt, open_cuda())
     except CudaUnavailable as exc:
         raise TensorRTUnavailable(f"{exc}; TensorRT builds engines on the GPU that will run them") from None
 
@@ -250,31 +251,48 @@ def make_config(trt: ModuleType, builder: Any, plan: PrecisionPlan, options: Bui
 
 
 def attach_timing_cache(config: Any, path: Path | None) -> int:
-    """Load the cache file when it exists (else start empty) and attach it; returns its size in bytes.
+    """Load the cache file when it exists (else start empty) and attach it; returns the bytes reused.
 
-    An unusable file (corrupt, other TensorRT or GPU) is ignored with a warning and rewritten later.
+    The cache only saves build time: an unreadable, corrupt or foreign file (other TensorRT version
+    or GPU) is ignored with a warning and replaced after the build, never a failed build.
     """
     blob = b""
-    if path is not None and path.is_file():
-        blob = path.read_bytes()
-    cache = config.create_timing_cache(blob)
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        log.warning("%s: timing cache is unusable here (corrupt, or from another TensorRT/GPU); starting afresh", path)
-        cache = config.create_timing_cache(b"")
-        if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-            raise ExportError("TensorRT could not create an empty timing cache")
-        return 0
+    if path is not None and path.exists():
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            log.warning("%s: cannot read the timing cache (%s); building without it", path, exc.strerror or exc)
     if blob:
-        log.info("%s: reusing timing cache (%d bytes)", path, len(blob))
-    return len(blob)
+        if _use_timing_cache(config, blob):
+            log.info("%s: reusing timing cache (%d bytes)", path, len(blob))
+            return len(blob)
+        log.warning("%s: timing cache is unusable here (corrupt, or from another TensorRT/GPU); starting afresh", path)
+    if not _use_timing_cache(config, b""):
+        log.warning("TensorRT could not create an empty timing cache; building without one")
+    return 0
+
+
+def _use_timing_cache(config: Any, blob: bytes) -> bool:
+    """Create a cache from ``blob`` and attach it; False (TensorRT logged why) when refused."""
+    try:
+        cache = config.create_timing_cache(blob)  # None when TensorRT cannot read the bytes
+        return cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=False))
+    except (TypeError, ValueError, RuntimeError) as exc:  # the binding's own errors
+        log.debug("timing cache refused: %s", exc)
+        return False
 
 
 def save_timing_cache(config: Any, path: Path) -> int:
+    """Write the (grown) cache; a failure is a warning: the engine itself is fine."""
     cache = config.get_timing_cache()
     if cache is None:
         return 0
-    data = bytes(memoryview(cache.serialize()))
-    _write_atomic(path, data)
+    data = bytes(memoryview(cache.serialize()))  # IHostMemory: a buffer, no len()
+    try:
+        _write_atomic(path, data)
+    except OSError as exc:
+        log.warning("%s: cannot save the timing cache (%s)", path, exc.strerror or exc)
+        return 0
     return len(data)
 
 
@@ -344,7 +362,7 @@ def build_engine(
     or a GPU is missing, ExportError (one line) for everything else.
     """
     trt = require_tensorrt()
-    gpu = require_gpu()
+    gpu = require_gpu(trt)
     version = tensorrt_version(trt)
     plan = plan_precision(version, options.precision, fp32_onnx, fp16_onnx)
     log.info("TensorRT %s on %s: %s engine from %s (%s)", trt.__version__, gpu, plan.precision, plan.onnx.name,

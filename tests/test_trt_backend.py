@@ -198,7 +198,7 @@ def test_missing_tensorrt_module_says_how_to_install(tmp_path, monkeypatch, onnx
     plan, _ = build(tmp_path, monkeypatch, onnx_pair)
     monkeypatch.undo()  # the real environment again: no tensorrt module
     with pytest.raises(
-        BackendError, match=r"TensorRT is not installed \(install it with: pip install tensorrt cuda-python"
+        BackendError, match=r"TensorRT is not installed \(install it with this project's extra for your driver"
     ):
         TensorRTBackend(plan)
 

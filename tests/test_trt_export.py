@@ -310,7 +310,7 @@ def test_without_tensorrt_the_onnx_files_are_written_and_exit_is_2(tmp_path, u2n
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
-    assert "x.plan: not built: TensorRT is not installed" in lines[0] and "pip install tensorrt cuda-python" in lines[0]
+    assert "x.plan: not built: TensorRT is not installed" in lines[0] and "pip install '.[tensorrt-cu12]'" in lines[0]
     assert "x.onnx" in lines[0] and "x.fp16.onnx" in lines[0]
     assert (tmp_path / "x.onnx").is_file() and (tmp_path / "x.fp16.onnx").is_file()
     assert not out.exists() and not (tmp_path / "x.plan.json").exists()

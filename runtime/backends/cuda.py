@@ -107,7 +107,18 @@ class CudaPython:
         except Exception:  # the error path must not raise a second, less useful error
             return str(err)
 
+    def driver_version(self) -> int | None:
+        """The CUDA version the driver supports (12080 = 12.8; 0 without a driver), as nvidia-smi shows it."""
+        err, version = self.rt.cudaDriverGetVersion()
+        return int(version) if err == self.rt.cudaError_t.cudaSuccess else None
+
+    def runtime_version(self) -> int | None:
+        """The CUDA version this cuda-python was built for (12090 = 12.9)."""
+        err, version = self.rt.cudaRuntimeGetVersion()
+        return int(version) if err == self.rt.cudaError_t.cudaSuccess else None
+
     def gpu_info(self, device: int = 0) -> GpuInfo:
+        # Without a (new enough) driver every call returns (cudaErrorInsufficientDriver, None).
         result = self.rt.cudaGetDeviceCount()
         if result[0] != self.rt.cudaError_t.cudaSuccess:
             raise CudaUnavailable(f"no usable CUDA GPU: {self._error_name(result[0])}")
@@ -156,6 +167,15 @@ class PyCuda:
 
     def __init__(self, driver: Any) -> None:
         self.drv = driver
+
+    def driver_version(self) -> int | None:
+        try:
+            return int(self.drv.get_driver_version())
+        except (AttributeError, self.drv.Error):
+            return None
+
+    def runtime_version(self) -> int | None:
+        return None  # pycuda is compiled against the local toolkit: nothing to compare
 
     def gpu_info(self, device: int = 0) -> GpuInfo:
         try:

@@ -10,6 +10,7 @@ built from), because a serialized engine has no room for it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -21,13 +22,15 @@ import numpy as np
 
 from runtime.backends.base import BackendError
 from runtime.backends.cuda import CudaError, DeviceBuffer, HostBuffer, Stream, open_cuda
+from runtime.backends.gpu_support import check_gpu_stack
 from runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
+native_log = logging.getLogger("tensorrt")  # what the TensorRT library itself says
 
 INSTALL_HINT = (
-    "install it with: pip install tensorrt cuda-python --extra-index-url https://pypi.nvidia.com, "
-    "or this project's extra: pip install '.[tensorrt]'"
+    "install it with this project's extra for your driver: pip install '.[tensorrt-cu12]' or "
+    "'.[tensorrt-cu13]' (the major of nvidia-smi's CUDA Version)"
 )
 SIDE_SUFFIX = ".json"
 OUTPUT_NAME = "mask"
@@ -50,8 +53,29 @@ def tensorrt_version(trt: ModuleType) -> tuple[int, int]:
         return 0, 0
 
 
+@functools.cache
 def make_logger(trt: ModuleType) -> Any:
-    return trt.Logger(trt.Logger.WARNING)
+    """An ``ILogger`` that hands TensorRT's messages to Python ``logging`` (logger "tensorrt").
+
+    The default ``trt.Logger`` prints to stdout through C++ std::cout, which would mix into the
+    CLIs' parseable output. One instance per module: TensorRT keeps the first logger it is given
+    for the whole process anyway.
+    """
+    levels = {"INTERNAL_ERROR": logging.CRITICAL, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
+              "INFO": logging.INFO, "VERBOSE": logging.DEBUG}  # fmt: skip
+    by_severity = {int(member): levels.get(name, logging.INFO) for name, member in
+                   trt.ILogger.Severity.__members__.items()}  # fmt: skip
+
+    class LoggingLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = by_severity.get(int(severity), logging.INFO)
+            if native_log.isEnabledFor(level):  # the builder sends thousands of VERBOSE lines
+                native_log.log(level, "%s", msg)
+
+    return LoggingLogger()
 
 
 def side_file(engine_path: str | Path) -> Path:
@@ -101,7 +125,7 @@ class TensorRTBackend:
         self.trt = trt
         try:
             self.cuda = open_cuda()
-            self.gpu = self.cuda.gpu_info()
+            self.gpu = check_gpu_stack(trt, self.cuda)
         except CudaError as exc:
             raise BackendError(f"{self.path}: {exc}") from None
         self._load(trt)
@@ -140,8 +164,8 @@ class TensorRTBackend:
             raise BackendError(
                 f"{self.path}: input {self.input_name} is {shape}, but the side file says 3x{size}x{size}"
             )
-        profile = engine.get_tensor_profile_shape(self.input_name, 0)
-        if len(profile) != 3:
+        profile = engine.get_tensor_profile_shape(self.input_name, 0)  # always three Dims, empty if none
+        if len(profile) != 3 or any(len(shape) != 4 for shape in profile):
             raise BackendError(f"{self.path}: engine has no optimization profile for {self.input_name}")
         self.profile = tuple(tuple(int(v) for v in s) for s in profile)
         self.min_batch, self.opt_batch, self.max_batch = (s[0] for s in self.profile)
