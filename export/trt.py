@@ -244,7 +244,10 @@ def make_config(trt: ModuleType, builder: Any, plan: PrecisionPlan, options: Bui
     if plan.precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)  # real FP32, so the engine matches ONNX Runtime to rounding
     profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, *options.profile.shapes())
+    try:
+        profile.set_shape(input_name, *options.profile.shapes())
+    except RuntimeError as exc:  # the binding raises on shapes it finds inconsistent
+        raise ExportError(f"TensorRT rejected the optimization profile {options.profile.shapes()}: {exc}") from None
     if config.add_optimization_profile(profile) < 0:
         raise ExportError(f"TensorRT rejected the optimization profile {options.profile.shapes()}")
     return config
