@@ -3,13 +3,23 @@
 TensorRT cannot be installed on CI machines (its native libraries come from NVIDIA's own index)
 and they have no GPU, so the project's TensorRT code is tested against these fakes at its
 boundary: ``monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt("10.13.0.35", cuda))``.
+The fake is judged by the real bindings (``tests/test_trt_real_bindings.py``): it may offer less
+than the real module, never something else.
 
 Faithful where it matters to the code under test:
-- The API surface of each generation (names taken from TensorRT's Python bindings): a name
-  removed in that generation raises AttributeError (10: ``build_engine``, ``max_workspace_size``,
+- The API surface of each generation: every class, method, property, keyword name and enum value
+  here exists in the real bindings of that release; the enum tables are the real ones
+  (``tests/data/tensorrt_enums.json``, from ``tests/dump_tensorrt_enums.py``). A name removed in
+  that generation raises AttributeError (10: ``build_engine``, ``max_workspace_size``,
   binding-index APIs, ``execute_async_v2``; 11 also: ``BuilderFlag.FP16/INT8/BF16``,
-  ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``, ``platform_has_fast_fp16``), and so does
-  setting an attribute the real object does not have.
+  ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``, ``platform_has_fast_fp16``,
+  ``platform_has_tf32``), and so does setting an attribute the real object does not have.
+- The bindings' behaviour: enums convert to int but never equal one; the default ``Logger``
+  prints to stdout, messages go to the first logger given to a Builder/Runtime (TensorRT keeps
+  one per process); ``set_shape`` raises RuntimeError with the binding's text;
+  ``get_tensor_profile_shape`` returns three Dims; ``IHostMemory`` is a buffer without len();
+  ``Builder``/``Runtime`` raise TypeError when CUDA cannot start; an unreadable timing cache
+  gives None, one from another GPU is refused by ``set_timing_cache``.
 - The parser really reads the ONNX file (``onnx.load``) and records its inputs, outputs and the
   dtypes of its weights; a strongly typed network (always, on 11) builds an engine in the
   precision of those weights, so building "FP16" from an FP32 ONNX is visible.
@@ -22,10 +32,11 @@ Faithful where it matters to the code under test:
   synchronized, outputs written back there, so host->device->execute->host ordering, sizes,
   pointers and synchronization are all checked.
 
-The fake CUDA runtime mimics ``cuda.bindings.runtime``: functions return ``(error, value...)``
-tuples; memory is real (ctypes) memory with real addresses, tracked per allocation, so copies
-past a buffer's end, freed pointers, host pointers given as device pointers and unsynchronized
-reads are caught.
+The fake CUDA runtime mimics ``cuda.bindings.runtime`` (checked against cuda-bindings 12.9 and
+13.0): functions return ``(error, value)`` tuples, ``(error, None)`` on failure, and
+cudaErrorInsufficientDriver (35) without a driver new enough for its CUDA version; memory is real
+(ctypes) memory with real addresses, tracked per allocation, so copies past a buffer's end, freed
+pointers, host pointers given as device pointers and unsynchronized reads are caught.
 """
 
 from __future__ import annotations

@@ -51,35 +51,52 @@ def _cuda(code: int) -> str:
 
 def stack_problem(stack: GpuStack) -> str | None:
     """What is wrong with this combination, as one line ending in what to install; None if it fits."""
-    trt = f"TensorRT {stack.tensorrt_version}"
+    return _driver_problem(stack) or _pairing_problem(stack) or _gpu_problem(stack)
+
+
+def _driver_problem(stack: GpuStack) -> str | None:
+    """A driver older than the CUDA major TensorRT or cuda-python were built for."""
+    if stack.driver_cuda is None:
+        return None
     if stack.driver_cuda == 0:
         return "no NVIDIA driver is loaded (nvidia-smi must work first); then pick the extra from its CUDA Version"
-    if stack.driver_cuda is not None:
-        driver = stack.driver_cuda // 1000
-        if driver < min(SUPPORTED_CUDA):
-            return (f"this driver supports only CUDA {_cuda(stack.driver_cuda)}; TensorRT 10/11 need CUDA 12 or 13: "
-                    f"update the NVIDIA driver to {MIN_DRIVER[12]}+ (CUDA 12) or {MIN_DRIVER[13]}+ (CUDA 13)")  # fmt: skip
-        for what, built in ((f"{trt} is the CUDA {stack.tensorrt_cuda} build", stack.tensorrt_cuda),
-                            (f"cuda-python is for CUDA {_cuda(stack.cuda_python or 0)}",
-                             None if stack.cuda_python is None else stack.cuda_python // 1000)):  # fmt: skip
-            if built is not None and built > driver:
-                return (f"{what}, but this driver supports CUDA {_cuda(stack.driver_cuda)} (nvidia-smi's CUDA Version):"
-                        f" install the CUDA {driver} build instead: {EXTRA.format(major=driver)} "
-                        f"(or update the driver to {MIN_DRIVER.get(built, '?')}+)")  # fmt: skip
-    if stack.tensorrt_cuda and stack.cuda_python and stack.tensorrt_cuda != stack.cuda_python // 1000:
-        target = stack.tensorrt_cuda if stack.driver_cuda is None else min(stack.driver_cuda // 1000, 13)
-        return (f"{trt} is the CUDA {stack.tensorrt_cuda} build but cuda-python is for CUDA "
-                f"{_cuda(stack.cuda_python)}: install matching ones: {EXTRA.format(major=target)}")  # fmt: skip
-    if stack.compute_capability:
-        needed, has = min_compute_capability(_version(stack.tensorrt_version)), _version(stack.compute_capability)
-        if has < needed:
-            if has >= (7, 0):  # Volta: the last TensorRT for it is 10.4, a CUDA 12 build
-                fix = "install TensorRT 10.4 or older (pip install 'tensorrt-cu12<10.5')"
-            else:
-                fix = "no TensorRT 10/11 runs on it: run the .onnx with ONNX Runtime (pip install onnxruntime-gpu)"
-            return (f"{stack.gpu_name or 'this GPU'} has compute capability {stack.compute_capability}, but "
-                    f"{trt} needs {needed[0]}.{needed[1]}+: {fix}")  # fmt: skip
+    driver = stack.driver_cuda // 1000
+    if driver < min(SUPPORTED_CUDA):
+        return (f"this driver supports only CUDA {_cuda(stack.driver_cuda)}; TensorRT 10/11 need CUDA 12 or 13: "
+                f"update the NVIDIA driver to {MIN_DRIVER[12]}+ (CUDA 12) or {MIN_DRIVER[13]}+ (CUDA 13)")  # fmt: skip
+    builds = [(f"TensorRT {stack.tensorrt_version} is the CUDA {stack.tensorrt_cuda} build", stack.tensorrt_cuda)]
+    if stack.cuda_python is not None:
+        builds.append((f"cuda-python is for CUDA {_cuda(stack.cuda_python)}", stack.cuda_python // 1000))
+    for what, built in builds:
+        if built is not None and built > driver:
+            return (f"{what}, but this driver supports CUDA {_cuda(stack.driver_cuda)} (nvidia-smi's CUDA Version): "
+                    f"install the CUDA {driver} build instead: {EXTRA.format(major=driver)} "
+                    f"(or update the driver to {MIN_DRIVER.get(built, '?')}+)")  # fmt: skip
     return None
+
+
+def _pairing_problem(stack: GpuStack) -> str | None:
+    """TensorRT and cuda-python built for different CUDA majors."""
+    if not (stack.tensorrt_cuda and stack.cuda_python) or stack.tensorrt_cuda == stack.cuda_python // 1000:
+        return None
+    target = stack.tensorrt_cuda if stack.driver_cuda is None else min(stack.driver_cuda // 1000, max(SUPPORTED_CUDA))
+    return (f"TensorRT {stack.tensorrt_version} is the CUDA {stack.tensorrt_cuda} build but cuda-python is for CUDA "
+            f"{_cuda(stack.cuda_python)}: install matching ones: {EXTRA.format(major=target)}")  # fmt: skip
+
+
+def _gpu_problem(stack: GpuStack) -> str | None:
+    """A GPU older than the TensorRT generation supports."""
+    if not stack.compute_capability:
+        return None
+    needed, has = min_compute_capability(_version(stack.tensorrt_version)), _version(stack.compute_capability)
+    if has >= needed:
+        return None
+    if has >= (7, 0):  # Volta: the last TensorRT for it is 10.4, a CUDA 12 build
+        fix = "install TensorRT 10.4 or older (pip install 'tensorrt-cu12<10.5')"
+    else:
+        fix = "no TensorRT 10/11 runs on it: run the .onnx with ONNX Runtime (pip install onnxruntime-gpu)"
+    return (f"{stack.gpu_name or 'this GPU'} has compute capability {stack.compute_capability}, but "
+            f"TensorRT {stack.tensorrt_version} needs {needed[0]}.{needed[1]}+: {fix}")
 
 
 def tensorrt_cuda_major(version: str) -> int | None:
