@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.verify import SOD_DIR
+from runtime import atomic
 from runtime.api import Remover
 from runtime.backends import BackendError
 from train.data import DataError, collect_pairs, read_mask
@@ -107,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             second = results[str(args.compare)]
             doc["compare"] = {"engine": str(args.compare), **second}
             doc["delta"] = {k: second[k] - first[k] for k, _, _ in METRICS}
-        tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        tmp.replace(args.json)
+        atomic.write_text(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"JSON: {args.json}")
     return 1 if report.n_problems else 0
 

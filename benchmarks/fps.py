@@ -19,6 +19,7 @@ from pathlib import Path
 from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure
 from benchmarks.runners import RowSpec, available_rows
 from export.verify import sample_images
+from runtime.atomic import atomic_path
 from runtime.preprocess import postprocess, preprocess
 
 log = logging.getLogger("benchmarks.fps")
@@ -110,9 +111,8 @@ def plot(records: list[dict], path: Path) -> None:
     ax.set_xlabel("images / s (320×320)")
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # matplotlib picks the format by the suffix
+        fig.savefig(tmp, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from export.errors import ExportError
+from runtime import atomic
 from runtime.preprocess import METADATA_PREFIX, PreprocessSpec
 from train.model import U2Net
 
@@ -70,12 +71,8 @@ def pin_ir_version(model: onnx.ModelProto) -> None:
 def save_atomic(model: onnx.ModelProto, out_path: Path) -> None:
     """Check, then write via a temp name and rename, so no half-written file is ever left behind."""
     onnx.checker.check_model(model, full_check=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
+    with atomic.atomic_path(out_path) as tmp:
         onnx.save(model, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_options(out_path: Path, opset: int, size: int) -> None:
@@ -135,7 +132,7 @@ def export_onnx(
     # The wrapper must be in eval mode itself: the exporter restores the wrapper's mode, recursively, afterwards.
     wrapper = _Probabilities(model, all_outputs).eval()
     example = torch.zeros(1, 3, spec.size, spec.size)
-    tmp = out_path.with_name(f".{out_path.name}.raw.tmp")
+    tmp = out_path.with_name(atomic.temp_name(".onnx"))
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # The legacy-exporter deprecation notice and the tracer's notes about the model's

@@ -15,9 +15,7 @@ import argparse
 import hashlib
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -31,6 +29,7 @@ from export.errors import ExportError
 from export.fp16 import convert_to_fp16
 from export.onnx import MAX_OPSET, METADATA_PREFIX, MIN_OPSET, check_options, export_onnx
 from export.verify import Comparison, ParityCheck
+from runtime import atomic
 from runtime.argtypes import positive_int
 from runtime.preprocess import PreprocessSpec
 from train.checkpoint import CheckpointError, load_checkpoint
@@ -101,8 +100,8 @@ def _staging(out: Path) -> Iterator[Path]:
     into place. It is always removed, and so are the folders created for an export that failed."""
     created = _missing_ancestor(out.parent)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{out.stem}.export-", dir=out.parent))
+        staging = atomic.staged_dir(out.parent)
+        stage = staging.__enter__()
     except OSError as exc:
         raise ExportError(f"{out.parent}: cannot write the output here: {exc.strerror or exc}") from None
     ok = False
@@ -114,7 +113,7 @@ def _staging(out: Path) -> Iterator[Path]:
     except ExportError as exc:  # name the files the user asked for, not their staging copies
         raise ExportError(str(exc).replace(str(stage), str(out.parent))) from None
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        staging.__exit__(None, None, None)
         if not ok and created is not None:
             for folder in (out.parent, *out.parent.parents):
                 try:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 from export.errors import ExportError
 from export.onnx import read_metadata
 from export.verify import TOLERANCES, Tolerance, sample_images
+from runtime import atomic
 from runtime.backends.base import BackendError
 from runtime.backends.cuda import CudaUnavailable, GpuInfo, open_cuda
 from runtime.backends.gpu_support import check_gpu_stack
@@ -292,7 +291,7 @@ def save_timing_cache(config: Any, path: Path) -> int:
         return 0
     data = bytes(memoryview(cache.serialize()))  # IHostMemory: a buffer, no len()
     try:
-        _write_atomic(path, data)
+        atomic.write_bytes(path, data)
     except OSError as exc:
         log.warning("%s: cannot save the timing cache (%s)", path, exc.strerror or exc)
         return 0
@@ -345,14 +344,6 @@ def describe_build(
     }
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def build_engine(
@@ -388,34 +379,31 @@ def build_engine(
     metadata = engine_metadata(fp16_onnx if plan.precision == "fp16" and fp16_onnx else plan.onnx,
                                plan.precision, options.profile.size)  # fmt: skip
     info = describe_build(trt, gpu, plan, options, input_name, metadata, seconds)
-    stage = _stage_dir(out)
     try:
-        staged = stage / out.name
-        staged.write_bytes(serialized)
-        side_file(staged).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        result = BuiltEngine(staged, info)
-        if check:
-            if fp32_onnx is None:
-                raise ExportError(f"{out}: checking the engine needs the FP32 ONNX file it was made from")
-            result.check = check_engine(staged, fp32_onnx, plan.precision)
-            if not result.check.ok:
-                raise ExportError(f"{out}: engine check failed, nothing was written: {result.check.summary()}")
-        os.replace(side_file(staged), side_file(out))
-        os.replace(staged, out)
-        result.plan = out
-        return result
+        with atomic.staged_dir(out.parent) as stage:
+            return _publish_engine(stage, out, serialized, info, fp32_onnx, plan.precision, check)
     except OSError as exc:
         raise ExportError(f"{out.parent}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
-def _stage_dir(out: Path) -> Path:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.stem}.trt-", dir=out.parent))
-    except OSError as exc:
-        raise ExportError(f"{out.parent}: cannot write the engine here: {exc.strerror or exc}") from None
+def _publish_engine(
+    stage: Path, out: Path, serialized: Any, info: dict, fp32_onnx: Path | None, precision: str, check: bool
+) -> BuiltEngine:
+    """Write engine + side file in ``stage``, check them, then rename both into place."""
+    staged = stage / out.name
+    staged.write_bytes(serialized)
+    side_file(staged).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    result = BuiltEngine(staged, info)
+    if check:
+        if fp32_onnx is None:
+            raise ExportError(f"{out}: checking the engine needs the FP32 ONNX file it was made from")
+        result.check = check_engine(staged, fp32_onnx, precision)
+        if not result.check.ok:
+            raise ExportError(f"{out}: engine check failed, nothing was written: {result.check.summary()}")
+    os.replace(side_file(staged), side_file(out))
+    os.replace(staged, out)
+    result.plan = out
+    return result
 
 
 # -- step 6: check against ONNX Runtime FP32 -------------------------------------------------

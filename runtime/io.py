@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import cv2
 import numpy as np
+
+from runtime import atomic
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: far above any camera, far below what would exhaust memory
 IMAGE_SUFFIXES = frozenset(
@@ -359,23 +359,10 @@ def encode_image(image: np.ndarray, options: EncodeOptions) -> bytes:
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    # A unique name created with O_EXCL and mode 0666, so the user's umask applies as for any file.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        atomic.write_bytes(path, data)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
-        raise
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, options: EncodeOptions | None = None) -> None:

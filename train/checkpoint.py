@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from runtime.atomic import atomic_path
 from train.model import MODEL_NAMES, U2Net, build_model
 
 CHECKPOINT_FORMAT = "u2net-toolkit/1"
@@ -168,6 +169,5 @@ def save_checkpoint(
     path = Path(path)
     state = _strip_prefixes(model.state_dict())
     payload = {"format": CHECKPOINT_FORMAT, "variant": variant, "model": state, "meta": dict(meta or {}), **extra}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a failed save leaves neither a partial file nor a temporary
+        torch.save(payload, tmp)

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from runtime.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 _SHIFT = 4  # sub-pixel bits for cv2.fillPoly: smooth outlines at every size
@@ -152,10 +154,9 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def _write_atomic(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # keeps the suffix: OpenCV picks the codec by it
-    if not cv2.imwrite(str(tmp), image, params or []):
-        raise OSError(f"{path}: could not write image")
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # keeps the suffix: OpenCV picks the codec by it
+        if not cv2.imwrite(str(tmp), image, params or []):
+            raise OSError(f"{path}: could not write image")
 
 
 def write_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int = 320) -> Path:
