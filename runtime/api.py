@@ -127,13 +127,13 @@ class Remover:
                 batch_size = 1 if on_cpu else int(getattr(self.backend, "opt_batch", DEFAULT_BATCH))
             self.batch_size = max(1, min(batch_size, self.backend.max_batch))
             self.max_pixels = max_pixels
-            self._check_engine(Path(engine))
+            self._check_engine(str(engine))
         except BaseException:
             self.backend.close()
             raise
         log.info("running %s, batches of up to %d", self.backend.describe(), self.batch_size)
 
-    def _check_engine(self, path: Path) -> None:
+    def _check_engine(self, path: str) -> None:
         """One tiny inference up front, so an incompatible engine fails here with one clear line."""
         size = self.spec.size
         try:

@@ -20,6 +20,7 @@ from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError
 from runtime.io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, EncodeOptions, ImageError
 from runtime.pipeline import MODES, Pipeline
+from runtime.shard import Shard
 
 log = logging.getLogger("runtime.infer")
 
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or "
                    "glob patterns such as 'photos/**/*.jpg' (quote them)")
-    p.add_argument("-e", "--engine", required=True, help="model: .onnx (ONNX Runtime) or .plan/.engine (TensorRT)")
+    p.add_argument("-e", "--engine", required=True, help="model: .onnx (ONNX Runtime), .plan/.engine (TensorRT), "
+                   "or a Triton server's grpc://HOST:PORT/MODEL or http://HOST:PORT/MODEL")
     p.add_argument("-o", "--output", default="out", metavar="OUT_DIR",
                    help="output folder, created if needed (default: ./out)")
     p.add_argument("--mode", choices=MODES, default="cutout",
@@ -64,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime inference threads (default: one per core)")
     p.add_argument("--io-threads", type=positive_int, default=2, metavar="N",
                    help="threads decoding, resizing and encoding images alongside inference (default: 2)")
+    p.add_argument("--shard", type=Shard.parse, metavar="K/N",
+                   help="process only shard K of N (1 <= K <= N), split by relative path: N jobs with the same "
+                   "arguments (a Kubernetes indexed Job, a Slurm array) cover every input exactly once")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file already exists")
     p.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse larger images, checked from the file header before decoding "
@@ -117,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 skip_existing=args.skip_existing,
                 io_threads=args.io_threads,
                 progress=not (args.no_progress or args.quiet),
+                shard=args.shard,
             )
         except ImageError as exc:
             print(f"error: background image {exc}", file=sys.stderr)

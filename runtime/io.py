@@ -30,6 +30,7 @@ FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF, PNM"
 OUTPUT_FORMATS = ("png", "webp")
 # OpenCV >= 4.10 can decode straight to RGB; older builds decode BGR and we convert.
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+_PNG_FILTER = getattr(cv2, "IMWRITE_PNG_FILTER", None)  # OpenCV 4.11 and older lack the filter choice
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
@@ -342,8 +343,10 @@ class EncodeOptions:
 
     def params(self) -> list[int]:
         if self.format == "png":
+            if _PNG_FILTER is None:  # OpenCV 4.x (runtime.serve's numpy<2 venv) picks PNG filters itself
+                return [cv2.IMWRITE_PNG_COMPRESSION, self.png_level]
             filt = cv2.IMWRITE_PNG_FILTER_UP if self.png_level > 0 else cv2.IMWRITE_PNG_FILTER_NONE
-            return [cv2.IMWRITE_PNG_COMPRESSION, self.png_level, cv2.IMWRITE_PNG_FILTER, filt]
+            return [cv2.IMWRITE_PNG_COMPRESSION, self.png_level, _PNG_FILTER, filt]
         if self.format == "webp":
             return [cv2.IMWRITE_WEBP_QUALITY, 101 if self.quality >= 100 else self.quality]  # >100 = lossless
         raise ValueError(f"unknown output format {self.format!r}; choose {', '.join(OUTPUT_FORMATS)}")

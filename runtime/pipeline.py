@@ -31,6 +31,7 @@ import numpy as np
 from runtime.api import Remover, apply_composite, apply_cutout, fit_background, parse_color
 from runtime.io import IMAGE_SUFFIXES, EncodeOptions, ImageError, encode_image, read_image, write_atomic
 from runtime.preprocess import postprocess, resize_to_input
+from runtime.shard import Shard
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ class Pipeline:
         io_threads: int = 2,
         progress: bool = True,
         on_error: Callable[[str], None] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -185,6 +187,7 @@ class Pipeline:
         self.io_threads = io_threads
         self.progress = progress
         self.on_error = on_error or _print_error
+        self.shard = shard  # only this shard's inputs (runtime.shard); None: all of them
         self._bg_color: tuple[int, int, int] | None = None
         self._bg_image: np.ndarray | None = None
         if mode == "composite":
@@ -236,6 +239,8 @@ class Pipeline:
 
         summary = Summary(out_dir=self.out_dir)
         jobs = iter_jobs(inputs, self.out_dir, self.encode.suffix)
+        if self.shard is not None:
+            jobs = self.shard.select(jobs, self.out_dir)
         batch_size = self.remover.batch_size
         loads: deque[tuple[Job, Future[_Loaded]]] = deque()
         saves: deque[tuple[Job, Future[None]]] = deque()

@@ -11,10 +11,19 @@ TENSORRT_SUFFIXES = (".plan", ".engine", ".trt")
 
 
 def open_backend(path: str | Path, provider: str | None = None, threads: int | None = None) -> Backend:
-    """Open an engine: ``.onnx`` runs on ONNX Runtime, ``.plan``/``.engine`` on TensorRT.
+    """Open an engine: ``.onnx`` runs on ONNX Runtime, ``.plan``/``.engine`` on TensorRT,
+    ``grpc://HOST:PORT/MODEL`` / ``http://HOST:PORT/MODEL`` on a Triton Inference Server.
 
     ``provider`` (ONNX only): ``cpu``, ``cuda`` or ``tensorrt``; None picks CUDA when available.
     """
+    from runtime.backends.triton import is_triton_url
+
+    if is_triton_url(path):
+        if provider is not None:
+            raise BackendError(f"{path}: a Triton URL runs on the server, where --provider does not apply")
+        from runtime.backends.triton import TritonBackend
+
+        return TritonBackend(str(path))
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in ONNX_SUFFIXES:

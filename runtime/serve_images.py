@@ -1,0 +1,136 @@
+"""A small HTTP endpoint for clients that are not Python: encoded image in, PNG mask or cutout out.
+
+    curl --data-binary @photo.jpg -o cutout.png  http://127.0.0.1:8080/v1/cutout
+    curl --data-binary @photo.jpg -o mask.png    http://127.0.0.1:8080/v1/mask
+    curl --data-binary @photo.jpg -o card.png   'http://127.0.0.1:8080/v1/composite?bg=%2300ff00'
+    curl http://127.0.0.1:8080/healthz ; curl http://127.0.0.1:8080/readyz
+
+The network runs on the Triton server (through the same client backend as ``--engine grpc://...``),
+so these requests join the dynamic batcher with everyone else's. Limits, checked before any pixel is
+decoded: the body size (413), the image's pixel count from its header (413: a decompression bomb is
+refused, never decoded), and the number of images being worked on at once (503 when busy).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+
+from runtime.api import apply_composite, apply_cutout, parse_color
+from runtime.backends.base import Backend, BackendError
+from runtime.io import EncodeOptions, ImageError, encode_image, read_image
+from runtime.preprocess import postprocess, preprocess
+
+log = logging.getLogger(__name__)
+
+MODES = ("mask", "cutout", "composite")
+
+
+class ImageService:
+    """Decode with limits -> backend -> postprocess -> PNG; shared by the handler threads."""
+
+    def __init__(self, backend: Backend, *, max_bytes: int, max_pixels: int, max_active: int,
+                 ready: Callable[[], bool]) -> None:  # fmt: skip
+        self.backend = backend
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self.ready = ready
+        self._slots = threading.BoundedSemaphore(max_active)
+
+    def render(self, data: bytes, mode: str, background: str) -> bytes:
+        """ImageError (client's fault) or BackendError (server's) on failure."""
+        rgb, _ = read_image(data, max_pixels=self.max_pixels)
+        prob = self.backend.run(preprocess([rgb], self.backend.spec))[0]
+        mask = postprocess(prob, rgb.shape[:2])
+        options = EncodeOptions(format="png")
+        if mode == "mask":
+            return encode_image(mask, options)
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # encode_image takes OpenCV's channel order
+        if mode == "cutout":
+            return encode_image(apply_cutout(bgr, mask, clear_hidden=True), options)
+        r, g, b = parse_color(background)
+        return encode_image(apply_composite(bgr, mask, (b, g, r)), options)
+
+
+def make_handler(service: ImageService) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "u2net-serve"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+            log.debug("%s - %s", self.address_string(), format % args)
+
+        def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, code: int, message: str) -> None:
+            self.close_connection = True  # the unread rest of a refused body must not be taken for a request
+            self._reply(code, (message + "\n").encode("utf-8"))
+
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            if path == "/healthz":
+                self._reply(200, b"ok\n")
+            elif path == "/readyz":
+                ok = service.ready()
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._error(404, f"no such endpoint {path}; POST an image to /v1/{{{','.join(MODES)}}}")
+
+        def do_POST(self) -> None:
+            url = urlsplit(self.path)
+            mode = url.path.removeprefix("/v1/")
+            if not url.path.startswith("/v1/") or mode not in MODES:
+                return self._error(404, f"no such endpoint {url.path}; POST an image to /v1/{{{','.join(MODES)}}}")
+            background = parse_qs(url.query).get("bg", ["white"])[0]
+            if mode == "composite":
+                try:
+                    parse_color(background)
+                except ValueError as exc:
+                    return self._error(400, f"bg: {exc}")
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                return self._error(411, "send the image as the body with a Content-Length")
+            if int(length) > service.max_bytes:
+                return self._error(413, f"body of {int(length)} bytes exceeds the limit of {service.max_bytes}")
+            if not service._slots.acquire(timeout=30):
+                return self._error(503, "busy: too many images in progress, try again")
+            try:
+                data = self.rfile.read(int(length))
+                self._answer(data, mode, background)
+            finally:
+                service._slots.release()
+
+        def _answer(self, data: bytes, mode: str, background: str) -> None:
+            try:
+                png = service.render(data, mode, background)
+            except ImageError as exc:
+                code = 413 if "exceeds the limit" in str(exc) else 415
+                return self._error(code, str(exc))
+            except BackendError as exc:
+                log.error("%s", exc)
+                return self._error(503, f"inference failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one bad request must not take the endpoint down
+                log.exception("image endpoint")
+                return self._error(500, f"internal error: {type(exc).__name__}")
+            self._reply(200, png, "image/png")
+
+    return Handler
+
+
+def start_image_server(service: ImageService, host: str, port: int) -> ThreadingHTTPServer:
+    """Bind (raises OSError when the port is taken) and serve in a daemon thread."""
+    server = ThreadingHTTPServer((host, port), make_handler(service))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="image-endpoint", daemon=True).start()
+    return server
+

@@ -1,0 +1,212 @@
+"""runtime.serve (a real tritonserver through PyTriton) and the grpc:// / http:// client backend.
+
+One server serves the exported U²-NetP test model for the whole module; the last test stops it with
+SIGTERM and checks that nothing is left behind. Loopback only, every request loop bounded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import subprocess
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from runtime_helpers import encoded, save, scene
+from serve_helpers import REPO, free_ports, http_status, leftovers, serve_python, start_server
+
+from runtime.api import Remover
+from runtime.backends import BackendError, open_backend
+from runtime.backends.triton import TritonBackend, TritonUrl
+from runtime.infer import main as infer_main
+
+pytest.importorskip("tritonclient.grpc", reason="tritonclient not installed (pip install '.[triton]')")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def engine(u2netp_onnx):
+    return u2netp_onnx[0]  # the real exported U²-NetP (random weights), 64x64, FP32
+
+
+@pytest.fixture(scope="module")
+def server(engine, tmp_path_factory):
+    serve_python()
+    started = start_server(engine, tmp_path_factory.mktemp("serve"), "--name", "u2netp", "--max-batch", "4")
+    yield started
+    started.stop()
+
+
+def photos(n: int) -> list[np.ndarray]:
+    return [scene(40 + 7 * i, 90 - 5 * i, seed=i) for i in range(n)]
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_masks_from_the_server_equal_local_inference(server, engine, scheme):
+    url = server.grpc_url if scheme == "grpc" else server.http_url
+    images = photos(11)
+    with Remover(engine, provider="cpu", batch_size=1) as local:
+        expected = local.masks(images)
+        expected_rgba = local.cutout(images[0])
+    with Remover(url) as remote:
+        backend = remote.backend
+        assert backend.name == "triton" and backend.spec == local.spec  # the spec came from config parameters
+        assert backend.request_batch == 4 and remote.batch_size == backend.max_batch == 16  # 4 requests in flight
+        got = remote.masks(images)
+        np.testing.assert_array_equal(remote.cutout(images[0]), expected_rgba)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_runtime_infer_with_a_triton_url_writes_the_same_files(server, engine, tmp_path, capsys):
+    for i, rgb in enumerate(photos(5)):
+        save(tmp_path / "in" / f"sub/p{i}.png", rgb)
+    args = [str(tmp_path / "in"), "--mode", "cutout", "--no-progress"]
+    assert infer_main(["--engine", str(engine), "-o", str(tmp_path / "local"), *args]) == 0
+    assert infer_main(["--engine", server.grpc_url, "-o", str(tmp_path / "remote"), *args]) == 0
+    local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.png"))
+    remote = sorted(p.relative_to(tmp_path / "remote") for p in (tmp_path / "remote").rglob("*.png"))
+    assert local == remote and len(local) == 5
+    for rel in local:
+        assert (tmp_path / "local" / rel).read_bytes() == (tmp_path / "remote" / rel).read_bytes()
+    assert "5 ok, 0 failed" in capsys.readouterr().err
+
+
+def test_config_parameters_match_the_exported_repository(server, engine):
+    """The served model's config says what export.to_triton's config.pbtxt says."""
+    from export.to_triton import model_for, read_artifact
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http}/v2/models/u2netp/config", timeout=10) as answer:
+        served = json.loads(answer.read())
+    args = type("Args", (), {"backend": "default", "kind": "cpu", "max_batch": 4, "instances": 1,
+                             "queue_delay_us": 1000})()  # fmt: skip
+    exported = model_for(read_artifact(engine), "u2netp", args)
+    assert served["max_batch_size"] == exported.max_batch_size == 4
+    assert [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in served["input"]] == [
+        (t.name, t.data_type, list(t.dims)) for t in exported.inputs
+    ]
+    assert [(t["name"], [int(d) for d in t["dims"]]) for t in served["output"]] == [
+        (t.name, list(t.dims)) for t in exported.outputs
+    ]
+    params = {k: v["string_value"] for k, v in served["parameters"].items()}
+    for key in ("u2net.size", "u2net.mean", "u2net.std", "u2net.divide_by_max", "u2net.variant"):
+        assert params[key] == exported.parameters[key]
+
+
+def test_errors_are_one_line_naming_the_url(server, tmp_path, capsys):
+    missing = f"grpc://127.0.0.1:{server.grpc}/nosuchmodel"
+    with pytest.raises(BackendError, match=rf"^{missing}: model 'nosuchmodel' is not ready"):
+        open_backend(missing)
+    down = f"grpc://127.0.0.1:{free_ports(1)[0]}/u2netp"  # nothing listens there
+    with pytest.raises(BackendError, match=r"no Triton server reachable .* after 2 tries"):
+        TritonBackend(down, retries=1)
+    with pytest.raises(BackendError, match="no answer to a batch of 4 within 0.001 s"):
+        with TritonBackend(server.grpc_url, timeout_s=0.001) as backend:
+            backend.run(np.zeros((4, 3, 64, 64), np.float32))
+    with TritonBackend(server.grpc_url) as backend, pytest.raises(BackendError, match="expected a float32 batch"):
+        backend.run(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(BackendError, match="--provider does not apply"):
+        open_backend(server.grpc_url, provider="cpu")
+    save(tmp_path / "in" / "a.png", scene())
+    assert infer_main(["--engine", missing, str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {missing}: model 'nosuchmodel' is not ready")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["grpc://127.0.0.1:8001", "ftp://h/m", "grpc://127.0.0.1:8001/m/latest", "http://h:99999/m"]
+)
+def test_bad_urls(url):
+    with pytest.raises(BackendError, match=url.split("//")[0]):
+        TritonUrl.parse(url)
+
+
+def _post(url: str, body: bytes) -> tuple[int, bytes, str]:
+    request = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read(), answer.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+
+def _png_bomb(side: int = 40_000) -> bytes:
+    """A valid small PNG whose header claims side x side pixels."""
+    data = bytearray(encoded(scene(8, 8)))
+    data[16:24] = side.to_bytes(4, "big") * 2  # IHDR width and height (the CRC is not checked before the limit)
+    return bytes(data)
+
+
+def test_image_endpoint_returns_png_masks_and_cutouts(server, engine):
+    rgb = photos(1)[0]
+    with Remover(engine, provider="cpu") as local:
+        expected_mask, expected_rgba = local.mask(rgb), local.cutout(rgb)
+    code, body, kind = _post(server.image_url("/v1/mask"), encoded(rgb))
+    assert (code, kind) == (200, "image/png")
+    mask = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == rgb.shape[:2] and np.abs(mask.astype(int) - expected_mask).max() <= 1
+    code, body, _ = _post(server.image_url("/v1/cutout"), encoded(rgb))
+    bgra = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert code == 200 and bgra.shape == (*rgb.shape[:2], 4)
+    np.testing.assert_array_equal(bgra[:, :, 3], mask)
+    visible = expected_rgba[:, :, 3] > 0
+    np.testing.assert_array_equal(bgra[:, :, 2::-1][visible], expected_rgba[:, :, :3][visible])
+    code, body, _ = _post(server.image_url("/v1/composite?bg=%2300ff00"), encoded(rgb))
+    assert code == 200 and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED).shape == rgb.shape
+
+
+def test_image_endpoint_limits_and_bad_requests(server):
+    code, body, _ = _post(server.image_url("/v1/cutout"), _png_bomb())
+    assert code == 413 and b"exceeds the limit" in body  # refused from the header, never decoded
+    code, body, _ = _post(server.image_url("/v1/mask"), b"\x89PNG but not really")
+    assert code == 415
+    # A body over the 50 MB default is refused from its Content-Length, before a byte of it is read.
+    connection = http.client.HTTPConnection("127.0.0.1", server.image, timeout=30)
+    connection.putrequest("POST", "/v1/mask")
+    connection.putheader("Content-Length", str(51 << 20))
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 413 and b"exceeds the limit" in answer.read()
+    connection.close()
+    assert _post(server.image_url("/v1/composite?bg=notacolour"), encoded(scene()))[0] == 400
+    assert _post(server.image_url("/v1/blur"), encoded(scene()))[0] == 404
+    assert http_status(server.image_url("/healthz")) == 200
+    assert http_status(server.image_url("/readyz")) == 200
+    assert server.proc.poll() is None  # still serving after all of that
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(server, engine, tmp_path):
+    proc = subprocess.run(
+        [str(serve_python()), "-m", "runtime.serve", "--engine", str(engine), "--http-port", str(server.http),
+         "--grpc-port", str(server.grpc), "--metrics-port", str(server.metrics), "--image-port", "0"],
+        cwd=REPO, env={"PYTHONPATH": str(REPO), "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+                       "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"port {server.http} (HTTP), {server.grpc} (gRPC)" in errors[0], proc.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("u2s-")]
+
+
+def test_sigterm_stops_everything_and_leaves_nothing(server):
+    """Runs last in this module: the server is stopped here, then its traces are looked for."""
+    assert server.stop(signal.SIGTERM) == 0, server.log_text()[-2000:]
+    assert leftovers(server) == []
+    log = server.log_text()
+    assert "SIGTERM: shutting down" in log and "Traceback" not in log
+
+
+def test_sigint_stops_it_too(engine, tmp_path_factory):
+    started = start_server(engine, tmp_path_factory.mktemp("sig"), "--name", "u2netp", "--image-port", "0")
+    try:
+        with Remover(started.grpc_url) as remote:
+            assert remote.mask(scene()).shape == (48, 72)
+    finally:
+        code = started.stop(signal.SIGINT)
+    assert code == 0 and leftovers(started) == [], started.log_text()[-2000:]
