@@ -99,6 +99,14 @@ def triton_config(args: argparse.Namespace, log_file: Path):
     )  # fmt: skip
 
 
+def security_config():
+    """PyTriton's access token on what can change the server (model loading, shared memory, tracing, log
+    settings); statistics stay readable, so a load test can see the batch sizes Triton formed."""
+    from pytriton.triton import TritonSecurityConfig
+
+    return TritonSecurityConfig(restricted_endpoints=["shared-memory", "model-repository", "trace", "logging"])
+
+
 def model_ready(url: str) -> bool:
     """Whether the Triton model behind ``url`` (grpc://host:port/name) answers ready."""
     from runtime.backends.triton import TritonUrl
@@ -137,7 +145,8 @@ def serve(args: argparse.Namespace, stop: StopSignal) -> int:
     triton = image_server = client_backend = None
     try:
         python_library_path()
-        triton = Triton(config=triton_config(args, workspace / "tritonserver.log"), workspace=workspace / "p")
+        triton = Triton(config=triton_config(args, workspace / "tritonserver.log"), workspace=workspace / "p",
+                        security_config=security_config())
         from runtime.serve_model import bind_backend
 
         max_batch = bind_backend(triton, backend, name, args.max_batch, args.queue_delay_us)

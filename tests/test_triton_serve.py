@@ -210,3 +210,19 @@ def test_sigint_stops_it_too(engine, tmp_path_factory):
     finally:
         code = started.stop(signal.SIGINT)
     assert code == 0 and leftovers(started) == [], started.log_text()[-2000:]
+
+
+def test_load_test_counts_every_request_and_the_batches_triton_formed(engine, tmp_path, capsys):
+    from benchmarks.serve import main as bench_main
+
+    out = tmp_path / "serve.json"
+    assert bench_main(["--engine", str(engine), "--clients", "3", "--requests", "12", "--max-batch", "4",
+                       "--json", str(out)]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    served, batching = result["served"], result["batching"]
+    assert served["images"] == 12 and served["errors"] == 0 and result["in_process"]["images"] == 12
+    assert batching["inferences"] == 12  # the warm-up requests are not counted
+    sizes = {int(b): n for b, n in batching["executions_per_batch_size"].items()}
+    assert sum(b * n for b, n in sizes.items()) == 12 and max(sizes) <= 4
+    assert batching["executions"] == sum(sizes.values()) and result["server_exit"] == 0
+    assert served["p50_ms"] <= served["p90_ms"] <= served["p99_ms"]
