@@ -1,4 +1,4 @@
-"""The training script end to end: errors, checkpoints, exact resume, DDP on CPU, and that it learns."""
+"""The training script end to end: errors, checkpoints, exact resume, SIGTERM, --eval-only, DDP on CPU, learning."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.__main__ import main
+from runtime.preprocess import PreprocessSpec
+from train.__main__ import cli as main
 from train.checkpoint import load_checkpoint
+from train.model import build_model
 from train.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,8 @@ def test_checkpoints_log_and_exact_resume(tmp_path, tiny_data):
     ckpt = load_checkpoint(resumed / "last.pth")  # weights_only loading accepts everything in it
     meta = ckpt.meta
     assert ckpt.variant == "u2netp" and ckpt.raw["iteration"] == 2 and meta["iteration"] == 2
-    assert meta["input_size"] == 32 and meta["divide_by_max"] is True and len(meta["mean"]) == 3
+    assert ckpt.spec == PreprocessSpec(size=32)  # stored as a dict next to model_args, not as loose meta keys
+    assert ckpt.model_args == build_model("u2netp").model_args()
     assert "(8 pairs)" in meta["dataset"] and "(2 pairs)" in meta["dataset"]  # every 5th of 10 held out
     assert set(meta["metrics"]) >= {"max_f", "mae"} and "git_revision" in meta
     assert {"optimizer", "scaler", "rng"} <= set(ckpt.raw)
