@@ -3,7 +3,9 @@
 SIGTERM is what ``kill``, systemd, Kubernetes and CI send; before this module it killed a run silently and lost
 up to ``--save-every`` iterations. Before the loop is armed (data checks, model set-up) a signal interrupts at
 once, as Ctrl-C always did: there is nothing to save yet. While armed, the first signal only sets a flag that
-the loop reads at its next step boundary; a second one interrupts at once (for a run that must die now).
+the loop reads at its next step boundary. A second Ctrl-C interrupts at once (a person who wants out now);
+repeated SIGTERMs do not, because one stop request often arrives twice (sent to the process group and
+forwarded by ``torchrun``'s agent) and the sender's own escalation is SIGKILL after its grace period.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ class StopRequest:
         return 128 + (self.signum or 0)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.armed and self.signum is None:
+        if not self.armed:
+            raise Interrupted(signum)
+        if self.signum is None:
             self.signum = signum  # only a flag: the loop decides at a step boundary, never mid-step
-            return
-        raise Interrupted(signum)
+        elif signum == signal.SIGINT:
+            raise Interrupted(signum)
 
     def __enter__(self) -> StopRequest:
         for sig in STOP_SIGNALS:
