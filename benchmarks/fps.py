@@ -2,6 +2,7 @@
 
     python -m benchmarks.fps                         # both variants, random weights, all backends
     python -m benchmarks.fps --ckpt u2net.pth --batch-sizes 1,4,8 --json fps.json --plot fps.png
+    python -m benchmarks.fps --engine grpc://127.0.0.1:8001/u2netp --engine u2netp.onnx   # given engines only
 
 "model" times the network on a preprocessed batch already where it runs; "e2e" times a decoded
 photo in host memory -> preprocess -> network (with host<->device copies) -> mask at the photo's size.
@@ -17,9 +18,10 @@ import time
 from pathlib import Path
 
 from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure
-from benchmarks.runners import RowSpec, available_rows
+from benchmarks.runners import BackendRunner, RowSpec, available_rows
 from export.verify import sample_images
 from runtime.atomic import atomic_path
+from runtime.backends import BackendError
 from runtime.preprocess import postprocess, preprocess
 
 log = logging.getLogger("benchmarks.fps")
@@ -30,6 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="u2net,u2netp", help="comma-separated variants (default: both)")
     p.add_argument("--ckpt", type=Path, help="real weights (variant inferred); default: random weights")
+    p.add_argument("--engine", action="append", metavar="ENGINE", help="benchmark this engine instead (repeatable): "
+                   "a .onnx/.plan file or a Triton URL such as grpc://127.0.0.1:8001/u2netp")  # fmt: skip
     p.add_argument("--backends", help="only these, e.g. onnxruntime,pytorch,tensorrt or onnxruntime-cpu")
     p.add_argument("--batch-sizes", help="default: 1,4,8 on a GPU, 1 on a CPU")
     p.add_argument("--size", type=int, default=320, help="input size (default 320, the paper's)")
@@ -59,6 +63,20 @@ def run_row(row: RowSpec, batch_sizes: list[int], images: list, args: argparse.N
         results.append(make_record(row, bs, model, e2e))
         log.info("%s", results[-1])
     return results
+
+
+def engine_rows(engines: list[str], fallback_variant: str) -> list[RowSpec]:
+    """One row per engine given on the command line (files or Triton URLs), opened up front."""
+    from runtime.backends import open_backend
+
+    rows = []
+    for engine in engines:
+        backend = open_backend(engine)
+        variant = backend.metadata.get("u2net.variant", '""').strip('"')
+        precision = backend.metadata.get("u2net.precision", '"?"').strip('"')
+        rows.append(RowSpec(variant if variant in PAPER_FPS else fallback_variant, backend.name, precision, engine,
+                            lambda backend=backend: BackendRunner(backend)))  # fmt: skip
+    return rows
 
 
 def make_record(row: RowSpec, bs: int, model: Timing, e2e: Timing | None) -> dict:
@@ -132,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     backends = {b.strip() for b in args.backends.split(",")} if args.backends else None
-    rows = available_rows(variants, args.size, args.ckpt, max_batch=8, backends=backends)
+    try:
+        rows = engine_rows(args.engine, variants[0]) if args.engine else available_rows(
+            variants, args.size, args.ckpt, max_batch=8, backends=backends)  # fmt: skip
+    except BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not rows:
         print(f"error: no backend matches --backends {args.backends}", file=sys.stderr)
         return 2

@@ -26,8 +26,14 @@ def serve_python() -> Path:
 
 
 def missing_serve_venv() -> str | None:
+    """Why the serve venv cannot be used, or None. A venv whose install did not finish has no stamp."""
     path = serve_python()
-    return None if path.is_file() else f"runtime.serve needs its own venv (make serve-venv): no interpreter at {path}"
+    if not path.is_file():
+        return f"runtime.serve needs its own venv (make serve-venv): no interpreter at {path}"
+    venv = path.parents[1]
+    if (venv / "pyvenv.cfg").is_file() and not (venv / ".installed-stamp").is_file():
+        return f"{venv}: its install did not finish (no .installed-stamp): rerun make serve-venv"
+    return None
 
 
 def free_ports(n: int) -> list[int]:

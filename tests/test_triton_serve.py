@@ -97,6 +97,20 @@ def test_config_parameters_match_the_exported_repository(server, engine):
         assert params[key] == exported.parameters[key]
 
 
+def test_fps_benchmark_runs_against_the_server(server, engine, tmp_path):
+    from benchmarks import fps
+
+    out = tmp_path / "fps.json"
+    assert fps.main(["--engine", server.grpc_url, "--engine", str(engine), "--seconds", "0.05", "--warmup", "1",
+                     "--batch-sizes", "1,5", "--json", str(out)]) == 0  # fmt: skip
+    rows = [r for r in json.loads(out.read_text()) if "paper" not in r["device"]]
+    assert [(r["backend"], r["device"], r["batch_size"]) for r in rows] == [
+        ("triton", server.grpc_url, 1), ("triton", server.grpc_url, 5),
+        ("onnxruntime", str(engine), 1), ("onnxruntime", str(engine), 5),
+    ]
+    assert all(r["throughput_fps"] > 0 and r["e2e_throughput_fps"] > 0 for r in rows)
+
+
 def test_errors_are_one_line_naming_the_url(server, tmp_path, capsys):
     missing = f"grpc://127.0.0.1:{server.grpc}/nosuchmodel"
     with pytest.raises(BackendError, match=rf"^{missing}: model 'nosuchmodel' is not ready"):
