@@ -40,7 +40,7 @@ class ImageService:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.ready = ready
-        self._slots = threading.BoundedSemaphore(max_active)
+        self.slots = threading.BoundedSemaphore(max_active)
 
     def render(self, data: bytes, mode: str, background: str) -> bytes:
         """ImageError (client's fault) or BackendError (server's) on failure."""
@@ -57,74 +57,78 @@ class ImageService:
         return encode_image(apply_composite(bgr, mask, (b, g, r)), options)
 
 
-def make_handler(service: ImageService) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "u2net-serve"
+class ImageHandler(BaseHTTPRequestHandler):
+    """One request; ``service`` is set on the subclass ``make_handler`` makes."""
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
-            log.debug("%s - %s", self.address_string(), format % args)
+    service: ImageService
+    protocol_version = "HTTP/1.1"
+    server_version = "u2net-serve"
 
-        def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+        log.debug("%s - %s", self.address_string(), format % args)
 
-        def _error(self, code: int, message: str) -> None:
-            self.close_connection = True  # the unread rest of a refused body must not be taken for a request
-            self._reply(code, (message + "\n").encode("utf-8"))
+    def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            if path == "/healthz":
-                self._reply(200, b"ok\n")
-            elif path == "/readyz":
-                ok = service.ready()
-                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-            else:
-                self._error(404, f"no such endpoint {path}; POST an image to /v1/{{{','.join(MODES)}}}")
+    def _error(self, code: int, message: str) -> None:
+        self.close_connection = True  # the unread rest of a refused body must not be taken for a request
+        self._reply(code, (message + "\n").encode("utf-8"))
 
-        def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            mode = url.path.removeprefix("/v1/")
-            if not url.path.startswith("/v1/") or mode not in MODES:
-                return self._error(404, f"no such endpoint {url.path}; POST an image to /v1/{{{','.join(MODES)}}}")
-            background = parse_qs(url.query).get("bg", ["white"])[0]
-            if mode == "composite":
-                try:
-                    parse_color(background)
-                except ValueError as exc:
-                    return self._error(400, f"bg: {exc}")
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                return self._error(411, "send the image as the body with a Content-Length")
-            if int(length) > service.max_bytes:
-                return self._error(413, f"body of {int(length)} bytes exceeds the limit of {service.max_bytes}")
-            if not service._slots.acquire(timeout=30):
-                return self._error(503, "busy: too many images in progress, try again")
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == "/healthz":
+            self._reply(200, b"ok\n")
+        elif path == "/readyz":
+            ok = self.service.ready()
+            self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+        else:
+            self._error(404, f"no such endpoint {path}; POST an image to /v1/{{{','.join(MODES)}}}")
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        mode = url.path.removeprefix("/v1/")
+        if not url.path.startswith("/v1/") or mode not in MODES:
+            return self._error(404, f"no such endpoint {url.path}; POST an image to /v1/{{{','.join(MODES)}}}")
+        background = parse_qs(url.query).get("bg", ["white"])[0]
+        if mode == "composite":
             try:
-                data = self.rfile.read(int(length))
-                self._answer(data, mode, background)
-            finally:
-                service._slots.release()
+                parse_color(background)
+            except ValueError as exc:
+                return self._error(400, f"bg: {exc}")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            return self._error(411, "send the image as the body with a Content-Length")
+        if int(length) > self.service.max_bytes:
+            return self._error(413, f"body of {int(length)} bytes exceeds the limit of {self.service.max_bytes}")
+        if not self.service.slots.acquire(timeout=30):
+            return self._error(503, "busy: too many images in progress, try again")
+        try:
+            data = self.rfile.read(int(length))
+            self._answer(data, mode, background)
+        finally:
+            self.service.slots.release()
 
-        def _answer(self, data: bytes, mode: str, background: str) -> None:
-            try:
-                png = service.render(data, mode, background)
-            except ImageError as exc:
-                code = 413 if "exceeds the limit" in str(exc) else 415
-                return self._error(code, str(exc))
-            except BackendError as exc:
-                log.error("%s", exc)
-                return self._error(503, f"inference failed: {exc}")
-            except Exception as exc:  # noqa: BLE001 - one bad request must not take the endpoint down
-                log.exception("image endpoint")
-                return self._error(500, f"internal error: {type(exc).__name__}")
-            self._reply(200, png, "image/png")
+    def _answer(self, data: bytes, mode: str, background: str) -> None:
+        try:
+            png = self.service.render(data, mode, background)
+        except ImageError as exc:
+            code = 413 if "exceeds the limit" in str(exc) else 415
+            return self._error(code, str(exc))
+        except BackendError as exc:
+            log.error("%s", exc)
+            return self._error(503, f"inference failed: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one bad request must not take the endpoint down
+            log.exception("image endpoint")
+            return self._error(500, f"internal error: {type(exc).__name__}")
+        self._reply(200, png, "image/png")
 
-    return Handler
+
+def make_handler(service: ImageService) -> type[ImageHandler]:
+    return type("BoundImageHandler", (ImageHandler,), {"service": service})
 
 
 def start_image_server(service: ImageService, host: str, port: int) -> ThreadingHTTPServer:
