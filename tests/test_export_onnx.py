@@ -237,16 +237,6 @@ def test_cli_removes_everything_when_verification_fails(stage, random_u2netp, tm
     assert _files(tmp_path) == []  # no file, no staging folder, not even the folders made for the output
 
 
-def test_spec_from_checkpoint_meta():
-    ckpt = Path("x.pth")
-    assert to_onnx.spec_from_meta({}, None, ckpt) == PreprocessSpec(size=320)  # official files have no meta
-    assert to_onnx.spec_from_meta({"input_size": 288}, None, ckpt).size == 288
-    assert to_onnx.spec_from_meta({"input_size": 288}, 128, ckpt).size == 128  # --size wins
-    for bad in ({"mean": [0.5, 0.5]}, {"std": [0.2, 0.0, 0.2]}, {"mean": "abc"}):
-        with pytest.raises(ExportError, match="x.pth: meta mean/std"):
-            to_onnx.spec_from_meta(bad, None, ckpt)
-
-
 def test_sample_images_fall_back_to_synthetic(tmp_path):
     images, source = sample_images(2, sod_dir=tmp_path / "absent")
     assert source == "synthetic images" and len(images) == 2
