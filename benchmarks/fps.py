@@ -22,6 +22,7 @@ from benchmarks.runners import BackendRunner, RowSpec, available_rows
 from export.verify import sample_images
 from runtime.atomic import atomic_path
 from runtime.backends import BackendError
+from runtime.logs import setup_logging
 from runtime.preprocess import postprocess, preprocess
 
 log = logging.getLogger("benchmarks.fps")
@@ -72,8 +73,7 @@ def engine_rows(engines: list[str], fallback_variant: str) -> list[RowSpec]:
     rows = []
     for engine in engines:
         backend = open_backend(engine)
-        variant = backend.metadata.get("u2net.variant", '""').strip('"')
-        precision = backend.metadata.get("u2net.precision", '"?"').strip('"')
+        variant, precision = backend.artifact.variant, backend.artifact.precision
         rows.append(RowSpec(variant if variant in PAPER_FPS else fallback_variant, backend.name, precision, engine,
                             lambda backend=backend: BackendRunner(backend)))  # fmt: skip
     return rows
@@ -135,7 +135,7 @@ def plot(records: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    setup_logging(default=logging.INFO if args.verbose else logging.WARNING)
     variants = [v.strip() for v in args.models.split(",") if v.strip()]
     unknown = [v for v in variants if v not in PAPER_FPS]
     if unknown:

@@ -27,10 +27,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from export.errors import ExportError
 from export.fp16 import convert_to_fp16
-from export.onnx import MAX_OPSET, METADATA_PREFIX, MIN_OPSET, check_options, export_onnx
+from export.onnx import MAX_OPSET, MIN_OPSET, check_options, export_onnx, onnx_artifact
 from export.verify import Comparison, ParityCheck
 from runtime import atomic
 from runtime.argtypes import positive_int
+from runtime.artifact import Artifact
+from runtime.logs import setup_logging
 from runtime.preprocess import PreprocessSpec
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.model import MODEL_NAMES
@@ -41,14 +43,26 @@ DEFAULT_SIZE = 320
 
 
 @dataclass(frozen=True)
-class Artifact:
-    """One verified file at its final path."""
+class ExportedFile:
+    """One verified file at its final path, with what it is and how it compared with PyTorch."""
 
     path: Path
-    precision: str
+    artifact: Artifact
     comparison: Comparison
-    variant: str = ""
-    input_shape: str = ""  # e.g. "(N,3,320,320)" or "(N,3,H,W)"
+
+    @property
+    def precision(self) -> str:
+        return self.artifact.precision
+
+    @property
+    def variant(self) -> str:
+        return self.artifact.variant
+
+    @property
+    def input_shape(self) -> str:
+        """e.g. "(N,3,320,320)" or "(N,3,H,W)"."""
+        size = self.artifact.spec.size
+        return f"(N,3,{'H,W' if self.artifact.dynamic_hw else f'{size},{size}'})"
 
     @property
     def size_bytes(self) -> int:
@@ -66,22 +80,6 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 def fp16_path(out: Path) -> Path:
     """``X.onnx`` -> ``X.fp16.onnx``."""
     return out.with_name(f"{out.stem}.fp16{out.suffix}")
-
-
-def spec_from_meta(meta: dict, size: int | None, path: Path) -> PreprocessSpec:
-    """The preprocessing the checkpoint was trained with; ``size`` overrides its input size."""
-    base = PreprocessSpec()
-    input_size = meta.get("input_size")
-    if size is None:
-        size = input_size if isinstance(input_size, int) and input_size > 0 else DEFAULT_SIZE
-    try:
-        mean = tuple(float(v) for v in meta.get("mean", base.mean))
-        std = tuple(float(v) for v in meta.get("std", base.std))
-    except (TypeError, ValueError):
-        raise ExportError(f"{path}: meta mean/std are not lists of numbers") from None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ExportError(f"{path}: meta mean/std must be three numbers each, std > 0 (got {mean}, {std})")
-    return PreprocessSpec(size=int(size), mean=mean, std=std, divide_by_max=bool(meta.get("divide_by_max", True)))
 
 
 def _missing_ancestor(folder: Path) -> Path | None:
@@ -124,9 +122,9 @@ def _staging(out: Path) -> Iterator[Path]:
                     break
 
 
-def _publish(staged: list[Artifact], folder: Path) -> list[Artifact]:
+def _publish(staged: list[ExportedFile], folder: Path) -> list[ExportedFile]:
     """Rename verified files into place, all or none."""
-    artifacts: list[Artifact] = []
+    artifacts: list[ExportedFile] = []
     try:
         for artifact in staged:
             final = folder / artifact.path.name
@@ -150,8 +148,8 @@ def run_export(
     fp16: bool = False,
     all_outputs: bool = False,
     progress: bool = False,
-) -> list[Artifact]:
-    """``export_checkpoint`` that also returns each file's verification numbers."""
+) -> list[ExportedFile]:
+    """``export_checkpoint`` that also returns each file's ``Artifact`` and verification numbers."""
     ckpt = Path(ckpt)
     out = Path(out) if out is not None else ckpt.with_suffix(".onnx")
     if out.suffix.lower() != ".onnx":
@@ -173,22 +171,20 @@ def run_export(
         spec = loaded.spec or PreprocessSpec(size=DEFAULT_SIZE)  # official raw state dicts carry none
         spec = replace(spec, size=size) if size is not None else spec
         check_options(out, opset, spec.size)
-        extra = {f"{METADATA_PREFIX}source_sha256": file_sha256(ckpt), f"{METADATA_PREFIX}source": ckpt.name}
+        artifact = onnx_artifact(loaded.variant, spec, opset=opset, dynamic_hw=dynamic_hw, all_outputs=all_outputs,
+                                 source=ckpt, source_sha256=file_sha256(ckpt))  # fmt: skip
         parity = ParityCheck(loaded.model, spec=spec)
         with _staging(out) as stage:
             step(1)
-            fp32 = export_onnx(
-                loaded.model, stage / out.name, variant=loaded.variant, spec=spec, opset=opset,
-                dynamic_hw=dynamic_hw, all_outputs=all_outputs, extra_metadata=extra,
-            )
-            shape = f"(N,3,{'H,W' if dynamic_hw else f'{spec.size},{spec.size}'})"
+            fp32 = export_onnx(loaded.model, stage / out.name, artifact)
             step(2)
-            staged = [Artifact(fp32, "fp32", _verify(parity, fp32, "fp32"), loaded.variant, shape)]
+            staged = [ExportedFile(fp32, artifact, _verify(parity, fp32, "fp32"))]
             if fp16:
                 step(3)
-                half = convert_to_fp16(fp32, stage / fp16_path(out).name)
+                half_artifact = artifact.replace(precision="fp16")
+                half = convert_to_fp16(fp32, stage / fp16_path(out).name, half_artifact)
                 step(4)
-                staged.append(Artifact(half, "fp16", _verify(parity, half, "fp16"), loaded.variant, shape))
+                staged.append(ExportedFile(half, half_artifact, _verify(parity, half, "fp16")))
             bar.update()
             return _publish(staged, out.parent)
 
@@ -238,9 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(default=logging.INFO if args.verbose else logging.WARNING)
     try:
         with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
             artifacts = run_export(

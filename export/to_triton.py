@@ -47,7 +47,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
-class Artifact:
+class ModelFile:
     """What a model file says about itself: I/O, batch range and the ``u2net.*`` metadata."""
 
     path: Path
@@ -67,7 +67,7 @@ class Artifact:
             return raw
 
 
-def read_artifact(path: Path) -> Artifact:
+def read_artifact(path: Path) -> ModelFile:
     """Describe an ``.onnx`` file or a TensorRT ``.plan`` (from its side file); ExportError otherwise."""
     if not path.is_file():
         raise ExportError(f"{path}: no such file")
@@ -91,7 +91,7 @@ def _onnx_tensor(value_info, path: Path) -> tuple[TensorSpec, bool]:
     return TensorSpec(value_info.name, data_type, tuple(dims[1:])), dims[0] == -1
 
 
-def _read_onnx(path: Path) -> Artifact:
+def _read_onnx(path: Path) -> ModelFile:
     try:
         import onnx
     except ImportError:
@@ -111,18 +111,20 @@ def _read_onnx(path: Path) -> Artifact:
     spec = PreprocessSpec.from_metadata(metadata)
     inp = replace(inp, dims=tuple(spec.size if d == -1 else d for d in inp.dims))  # dynamic H/W run at the spec size
     outputs = tuple(replace(o, dims=tuple(spec.size if d == -1 else d for d in o.dims)) for o in outputs)
-    return Artifact(path, "onnx", (inp,), outputs, metadata, dynamic)
+    return ModelFile(path, "onnx", (inp,), outputs, metadata, dynamic)
 
 
-def _read_plan(path: Path) -> Artifact:
+def _read_plan(path: Path) -> ModelFile:
+    from runtime.artifact import PRIMARY_OUTPUT
     from runtime.backends import BackendError
-    from runtime.backends.trt import OUTPUT_NAME, read_side_file
+    from runtime.backends.trt import read_side_file
 
     try:
-        info = read_side_file(path)
+        artifact = read_side_file(path)
     except BackendError as exc:
         raise ExportError(str(exc)) from None
-    metadata = {str(k): str(v) for k, v in info["metadata"].items()}
+    metadata = artifact.to_onnx_props()
+    info = dict(artifact.tensorrt or {})  # the build facts: profile, source ONNX, TensorRT version
     profile = info.get("profile") or {}
     try:
         lo, opt, hi = (int(profile[k][0]) for k in ("min", "opt", "max"))
@@ -135,11 +137,11 @@ def _read_plan(path: Path) -> Artifact:
     else:
         size = PreprocessSpec.from_metadata(metadata).size
         inputs = (TensorSpec(str(profile.get("input", "image")), "TYPE_FP32", (3, size, size)),)
-        outputs = (TensorSpec(OUTPUT_NAME, "TYPE_FP32", (1, size, size)),)
-    return Artifact(path, "plan", inputs, outputs, metadata, True, (lo, opt, hi))
+        outputs = (TensorSpec(PRIMARY_OUTPUT, "TYPE_FP32", (1, size, size)),)
+    return ModelFile(path, "plan", inputs, outputs, metadata, True, (lo, opt, hi))
 
 
-def batch_limits(artifact: Artifact, max_batch: int | None) -> tuple[int, tuple[int, ...]]:
+def batch_limits(artifact: ModelFile, max_batch: int | None) -> tuple[int, tuple[int, ...]]:
     """(max_batch_size, preferred batch sizes) for ``artifact``; the engine's profile bounds a plan."""
     if not artifact.dynamic_batch:
         if max_batch not in (None, 0):
@@ -157,7 +159,7 @@ def batch_limits(artifact: Artifact, max_batch: int | None) -> tuple[int, tuple[
     return top, tuple(sorted({b for b in (opt, top) if 1 < b <= top}))
 
 
-def model_for(artifact: Artifact, name: str, args: argparse.Namespace) -> TritonModel:
+def model_for(artifact: ModelFile, name: str, args: argparse.Namespace) -> TritonModel:
     """The Triton model description for one artifact and the command's options."""
     kind = artifact.kind
     if args.backend == "openvino":
@@ -209,7 +211,7 @@ def existing_kind(model_dir: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def write_model(repo: Path, model: TritonModel, artifact: Artifact, config_text: str) -> Path:
+def write_model(repo: Path, model: TritonModel, artifact: ModelFile, config_text: str) -> Path:
     """Stage ``NAME/config.pbtxt`` + ``NAME/<version>/<file>`` in the repository, then rename into place."""
     model_dir = repo / model.name
     wanted = "openvino" if model.kind == "openvino" else PLATFORMS[model.kind]
@@ -235,7 +237,7 @@ def write_model(repo: Path, model: TritonModel, artifact: Artifact, config_text:
     return model_dir / str(version) / model.model_file
 
 
-def model_names(artifacts: Sequence[Artifact], name: str | None, backend: str) -> list[str]:
+def model_names(artifacts: Sequence[ModelFile], name: str | None, backend: str) -> list[str]:
     """One name per artifact: --name or the variant; artifacts that would share one get the backend as suffix."""
     names = [name or a.variant for a in artifacts]
     for n in names:

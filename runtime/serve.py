@@ -140,7 +140,7 @@ def serve(args: argparse.Namespace, stop: StopSignal) -> int:
         print(f"error: {args.host}: port {', '.join(busy)} already in use; choose others with "
               "--http-port/--grpc-port/--metrics-port/--image-port", file=sys.stderr)  # fmt: skip
         return 2
-    name = args.name or backend.metadata.get("u2net.variant", '"u2net"').strip('"')
+    name = args.name or (backend.artifact.variant if backend.artifact.variant != "unknown" else "u2net")
     workspace = private_workspace()
     triton = image_server = client_backend = None
     try:

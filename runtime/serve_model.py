@@ -8,6 +8,7 @@ model config's ``parameters``, exactly as ``export.to_triton`` writes them, so t
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -24,9 +25,8 @@ OUTPUT_NAME = "mask"
 
 def served_parameters(backend: Backend) -> dict[str, str]:
     """The engine's ``u2net.*`` metadata plus what runs it, as Triton ``parameters`` string values."""
-    params = {k: str(v) for k, v in backend.metadata.items() if k.startswith(METADATA_PREFIX)}
-    params.update({k: str(v) for k, v in backend.spec.to_metadata().items()})  # always a complete spec
-    params[f"{METADATA_PREFIX}served_by"] = f'"{backend.name}"'
+    params = dict(backend.artifact.to_onnx_props())  # the same keys and JSON values as the ONNX file's
+    params[f"{METADATA_PREFIX}served_by"] = json.dumps(backend.name)
     return params
 
 

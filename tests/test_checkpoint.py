@@ -124,7 +124,7 @@ def _saved_then_edited(tmp_path, weights, **changes):
 @pytest.mark.parametrize(("changes", "message"), [
     ({"model_args": {"name": "u2netp", "encoder": "x", "decoder": []}}, "unusable model_args: model_args encoder"),
     ({"model_args": {"name": "u2netp", "encoder": [{"height": 7}], "decoder": []}}, "unusable model_args"),
-    ({"preprocess": {"size": "320"}}, "bad preprocessing spec: size '320'"),
+    ({"preprocess": {"size": "320"}}, "bad preprocessing spec: size is '320', expected a positive whole number"),
     ({"preprocess": {"std": [0.2, 0.0, 0.2]}}, "bad preprocessing spec: std"),
 ])
 def test_bad_model_args_or_spec_are_one_line_errors(tmp_path, weights, changes, message):

@@ -60,12 +60,12 @@ def test_training_mode_logits_give_the_same_map(golden, seeded_model, seeded_inp
 
 
 def test_onnx_export_and_runtime_reproduce_it(tmp_path, golden, seeded_model, seeded_input):
-    from export.onnx import export_onnx
+    from export.onnx import export_onnx, onnx_artifact
     from runtime.api import Remover
     from runtime.backends import open_backend
 
     spec = PreprocessSpec(size=SIZE)
-    onnx_path = export_onnx(seeded_model, tmp_path / "golden.onnx", variant="u2netp", spec=spec)
+    onnx_path = export_onnx(seeded_model, tmp_path / "golden.onnx", onnx_artifact("u2netp", spec))
     backend = open_backend(onnx_path, provider="cpu")
     try:
         probs = backend.run(seeded_input)

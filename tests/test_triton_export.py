@@ -20,8 +20,8 @@ def parsed(repo: Path, name: str):
     return parse_config((repo / name / "config.pbtxt").read_text(encoding="utf-8"))
 
 
-def test_onnx_repository_has_io_batching_instances_and_spec(tmp_path, u2netp_onnx):
-    fp32, _ = u2netp_onnx
+def test_onnx_repository_has_io_batching_instances_and_spec(tmp_path, random_u2netp):
+    fp32 = random_u2netp.fp32
     repo = tmp_path / "repo"
     assert main([str(fp32), "-o", str(repo), "--max-batch", "6", "--instances", "2", "--kind", "cpu"]) == 0
     assert sorted(p.name for p in repo.iterdir()) == ["u2netp"]  # no staging leftovers
@@ -38,8 +38,8 @@ def test_onnx_repository_has_io_batching_instances_and_spec(tmp_path, u2netp_onn
     assert json.loads(config_parameters(config)["u2net.variant"]) == "u2netp"
 
 
-def test_exporting_again_adds_a_version_and_other_backend_is_refused(tmp_path, u2netp_onnx):
-    fp32, fp16 = u2netp_onnx
+def test_exporting_again_adds_a_version_and_other_backend_is_refused(tmp_path, random_u2netp):
+    fp32, fp16 = random_u2netp.onnx
     repo = tmp_path / "repo"
     assert main([str(fp32), "-o", str(repo)]) == 0
     assert main([str(fp16), "-o", str(repo)]) == 0
@@ -53,8 +53,8 @@ def test_exporting_again_adds_a_version_and_other_backend_is_refused(tmp_path, u
     assert config.backend == "openvino" and config.instance_group[0].kind == 2
 
 
-def test_plan_takes_max_batch_and_preferred_sizes_from_the_profile(tmp_path, monkeypatch, u2netp_onnx):
-    fp32, fp16 = u2netp_onnx
+def test_plan_takes_max_batch_and_preferred_sizes_from_the_profile(tmp_path, monkeypatch, random_u2netp):
+    fp32, fp16 = random_u2netp.onnx
     install_tensorrt(monkeypatch, "10.13.0.35")
     options = BuildOptions(Profile(1, 4, 16, size=64), precision="fp16")
     plan = build_engine(tmp_path / "u2netp.plan", options, fp32_onnx=fp32, fp16_onnx=fp16, check=False).plan
@@ -72,13 +72,13 @@ def test_plan_takes_max_batch_and_preferred_sizes_from_the_profile(tmp_path, mon
     assert not (tmp_path / "r2" / "u2netp").exists() and not (tmp_path / "r3" / "u2netp").exists()
 
 
-def test_bad_artifacts_are_one_line_each_and_the_rest_is_written(tmp_path, u2netp_onnx, capsys):
+def test_bad_artifacts_are_one_line_each_and_the_rest_is_written(tmp_path, random_u2netp, capsys):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not onnx")
     lonely = tmp_path / "lonely.plan"
     lonely.write_bytes(b"engine")
     repo = tmp_path / "repo"
-    code = main([str(broken), str(lonely), str(tmp_path / "missing.onnx"), str(u2netp_onnx[0]), "-o", str(repo)])
+    code = main([str(broken), str(lonely), str(tmp_path / "missing.onnx"), str(random_u2netp.fp32), "-o", str(repo)])
     assert code == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 3

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engine(u2netp_onnx):
-    return u2netp_onnx[0]  # the real exported U²-NetP (random weights), 64x64, FP32
+def engine(random_u2netp):
+    return random_u2netp.fp32  # the real exported U²-NetP (random weights), 64x64, FP32
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from runtime.logs import setup_logging
 from runtime.preprocess import PreprocessSpec, postprocess
 from train import distributed
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -577,7 +578,7 @@ def main(args: argparse.Namespace) -> int:
 def cli(argv: list[str] | None = None) -> int:
     """``python -m train``: errors are one line on stderr with exit status 2 (1 for a diverged loss)."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     try:
         return main(args)
     except (DataError, CheckpointError, ConfigError) as exc:

@@ -17,11 +17,10 @@ file is refused, never run.
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -181,41 +180,6 @@ def _args_from_shapes(state: dict[str, torch.Tensor], model: str, path: Path) ->
     return _variant_args(variant)
 
 
-def spec_to_dict(spec: PreprocessSpec) -> dict[str, Any]:
-    """The checkpoint's ``preprocess`` entry: plain numbers and lists."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
-
-
-def _number_triple(value: Any) -> tuple[float, float, float] | None:
-    if not isinstance(value, list | tuple) or len(value) != 3:
-        return None
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        return None
-    return tuple(float(v) for v in value)  # type: ignore[return-value]
-
-
-def spec_from_dict(data: Mapping[str, Any]) -> PreprocessSpec:
-    """Inverse of ``spec_to_dict``; absent keys keep their defaults; ValueError naming a bad value."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"preprocess is a {type(data).__name__}, not a dict")
-    values: dict[str, Any] = {}
-    if "size" in data:
-        if type(data["size"]) is not int or data["size"] < 1:
-            raise ValueError(f"size {data['size']!r} is not a positive whole number")
-        values["size"] = data["size"]
-    for name in ("mean", "std"):
-        if name in data:
-            triple = _number_triple(data[name])
-            if triple is None or (name == "std" and min(triple) <= 0):
-                raise ValueError(f"{name} {data[name]!r} is not three numbers" + (" above 0" if name == "std" else ""))
-            values[name] = triple
-    if "divide_by_max" in data:
-        if not isinstance(data["divide_by_max"], bool):
-            raise ValueError(f"divide_by_max {data['divide_by_max']!r} is not true or false")
-        values["divide_by_max"] = data["divide_by_max"]
-    return PreprocessSpec(**values)
-
-
 def _legacy_spec_dict(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     """Format /1 kept the spec as loose meta keys (``input_size``...); None when there are none."""
     found = {new: meta[old] for old, new in _LEGACY_SPEC_KEYS.items() if old in meta}
@@ -229,7 +193,7 @@ def _spec_of(wrapper: dict[str, Any], meta: dict[str, Any], path: Path) -> Prepr
     if raw is None:
         return None
     try:
-        return spec_from_dict(raw)
+        return PreprocessSpec.from_dict(raw)
     except ValueError as exc:
         raise CheckpointError(f"{path}: bad preprocessing spec: {exc}") from None
 
@@ -283,9 +247,9 @@ def save_checkpoint(
         raise ValueError(f"save_checkpoint: the model is {model_args['name']}, not {variant}")
     meta = dict(meta or {})
     if spec is None and (legacy := _legacy_spec_dict(meta)) is not None:
-        spec = spec_from_dict(legacy)
+        spec = PreprocessSpec.from_dict(legacy)
     payload = {"format": CHECKPOINT_FORMAT, "variant": variant, "model_args": model_args,
-               **({"preprocess": spec_to_dict(spec)} if spec is not None else {}),
+               **({"preprocess": spec.to_dict()} if spec is not None else {}),
                "model": _strip_prefixes(net.state_dict()), "meta": meta, **extra}
     with atomic_path(path) as tmp:  # a failed save leaves neither a partial file nor a temporary
         torch.save(payload, tmp)

@@ -13,8 +13,10 @@ kept busy. A server that cannot be reached is retried a bounded number of times;
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,13 +24,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from runtime.backends.base import BackendError
-from runtime.preprocess import METADATA_PREFIX, PreprocessSpec
+from runtime.artifact import Artifact
+from runtime.backends.base import Backend, BackendError
+from runtime.preprocess import METADATA_PREFIX
 
 log = logging.getLogger(__name__)
 
 SCHEMES = ("grpc", "http")
-OUTPUT_NAME = "mask"
 INSTALL_HINT = "pip install 'tritonclient[grpc,http]' (this project's extra: '.[triton]')"
 _WIRE_TYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16)}
 _RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "503", "502")
@@ -81,10 +83,25 @@ def _status(exc: BaseException) -> str:
     return str(status() if callable(status) else status or "")
 
 
-class TritonBackend:
+class TritonBackend(Backend):
     name = "triton"
 
-    def __init__(self, url: str, *, timeout_s: float = 60.0, retries: int = 3, in_flight: int = 4) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provider: str | None = None,
+        threads: int | None = None,
+        precision: str | None = None,
+        *,
+        timeout_s: float = 60.0,
+        retries: int = 3,
+        in_flight: int = 4,
+    ) -> None:
+        url = os.fspath(path)
+        super().__init__(url)
+        for option, value in (("--provider", provider), ("--threads", threads), ("precision", precision)):
+            if value is not None:
+                raise BackendError(f"{url}: a Triton URL runs on the server, where {option} does not apply")
         self.url = url
         self.target = TritonUrl.parse(url)
         self.timeout_s = timeout_s
@@ -98,13 +115,16 @@ class TritonBackend:
             self._connect()
             self._read_config()
         except BaseException:
-            self.close()
+            self._close()
             raise
         self.in_flight = max(1, in_flight)
         self.max_batch = self.request_batch * self.in_flight  # what one run() may carry
-        self.opt_batch = self.max_batch  # Remover's default: fill every request slot
         self._pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="triton")
         log.debug("%s", self.describe())
+
+    @property
+    def preferred_batch(self) -> int:
+        return self.max_batch  # fill every request slot
 
     # -- connecting ------------------------------------------------------------------------------
     def _client(self) -> Any:
@@ -186,10 +206,7 @@ class TritonBackend:
             log.warning("%s: the server's model config has no u2net.* parameters; assuming the official "
                         "preprocessing at the input's size", self.url)  # fmt: skip
             self.metadata[f"{METADATA_PREFIX}size"] = str(dims[-1] if dims else 320)
-        try:
-            self.spec = PreprocessSpec.from_metadata(self.metadata)
-        except (ValueError, TypeError) as exc:
-            raise BackendError(f"{self.url}: bad preprocessing parameters in the model config: {exc}") from None
+        self._artifact = Artifact.from_onnx_props(self.metadata, f"{self.url} (model config parameters)")
         size = self.spec.size
         if len(dims) != 3 or dims[0] != 3 or any(d not in (size, -1) for d in dims[1:]):
             raise BackendError(f"{self.url}: shape mismatch: the server's input is {dims}, "
@@ -199,54 +216,50 @@ class TritonBackend:
             raise BackendError(f"{self.url}: input data type {data_type} is not a float image type")
         self.input_name = str(inputs[0]["name"])
         self._wire_type, self._wire_dtype = _WIRE_TYPES[data_type]
-        names = [str(o.get("name")) for o in outputs]
-        self.output_name = OUTPUT_NAME if OUTPUT_NAME in names else names[0]
+        self.output_names = tuple(str(o.get("name")) for o in outputs)
         self.request_batch = max(1, server_batch)
 
     # -- running ----------------------------------------------------------------------------------
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
         if self._pool is None:
             raise BackendError(f"{self.url}: backend is closed")
-        size = self.spec.size
-        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (3, size, size):
-            got = getattr(batch, "shape", type(batch).__name__)
-            raise BackendError(f"{self.url}: expected a float32 batch (N, 3, {size}, {size}), got {got}")
         step = self.request_batch
         chunks = [batch[i : i + step] for i in range(0, len(batch), step)]
         if len(chunks) == 1:
-            return self._infer(chunks[0])
-        return np.concatenate(list(self._pool.map(self._infer, chunks)))
+            return self._infer(chunks[0], names)
+        parts = list(self._pool.map(lambda chunk: self._infer(chunk, names), chunks))
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(names))]
 
-    def _infer(self, chunk: np.ndarray) -> np.ndarray:
+    def _infer(self, chunk: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
         module, n, size = self._module, len(chunk), self.spec.size
         data = np.ascontiguousarray(chunk, self._wire_dtype)
         inp = module.InferInput(self.input_name, list(data.shape), self._wire_type)
         if self.target.scheme == "http":
             inp.set_data_from_numpy(data, binary_data=True)
-            out = module.InferRequestedOutput(self.output_name, binary_data=True)
+            outs = [module.InferRequestedOutput(name, binary_data=True) for name in names]
             timeout: dict[str, Any] = {}
         else:
             inp.set_data_from_numpy(data)
-            out = module.InferRequestedOutput(self.output_name)
+            outs = [module.InferRequestedOutput(name) for name in names]
             timeout = {"client_timeout": self.timeout_s}
         model, version = self.target.model, self.target.version
         result = self._call(f"a batch of {n}", lambda c: c.infer(model, [inp], model_version=version,
-                                                                   outputs=[out], **timeout))  # fmt: skip
-        maps = result.as_numpy(self.output_name)
-        if maps is None or maps.shape != (n, 1, size, size):
-            got = None if maps is None else maps.shape
-            raise BackendError(f"{self.url}: shape mismatch: the server returned {self.output_name} {got}, "
-                               f"expected {(n, 1, size, size)}")  # fmt: skip
-        return maps.astype(np.float32, copy=False)
+                                                                   outputs=outs, **timeout))  # fmt: skip
+        maps = []
+        for name in names:
+            out = result.as_numpy(name)
+            if out is None or out.shape != (n, 1, *chunk.shape[2:]):
+                got = None if out is None else out.shape
+                raise BackendError(f"{self.url}: shape mismatch: the server returned {name} {got}, "
+                                   f"expected {(n, 1, size, size)}")  # fmt: skip
+            maps.append(out.astype(np.float32, copy=False))
+        return maps
 
-    def describe(self) -> str:
-        variant = self.metadata.get(f"{METADATA_PREFIX}variant", '"?"').strip('"')
-        precision = self.metadata.get(f"{METADATA_PREFIX}precision", '"?"').strip('"')
-        size = self.spec.size
-        return (f"Triton {self.server_version} at {self.url}: {variant} {precision} {size}x{size}, "
-                f"{self.request_batch} per request, {self.in_flight} requests in flight")  # fmt: skip
+    def _engine_text(self) -> str:
+        return (f"Triton {self.server_version} ({self.request_batch} per request, "
+                f"{self.in_flight} in flight)")  # fmt: skip
 
-    def close(self) -> None:
+    def _close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
@@ -257,9 +270,3 @@ class TritonBackend:
                 client.close()
             except Exception as exc:  # closing a client whose server is gone can fail; nothing to do
                 log.debug("%s: %s", self.url, exc)
-
-    def __enter__(self) -> TritonBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
