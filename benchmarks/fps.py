@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure
-from benchmarks.runners import BackendRunner, RowSpec, available_rows
+from benchmarks.runners import RowSpec, available_rows
 from export.verify import sample_images
 from runtime.atomic import atomic_path
 from runtime.backends import BackendError
@@ -75,7 +75,7 @@ def engine_rows(engines: list[str], fallback_variant: str) -> list[RowSpec]:
         backend = open_backend(engine)
         variant, precision = backend.artifact.variant, backend.artifact.precision
         rows.append(RowSpec(variant if variant in PAPER_FPS else fallback_variant, backend.name, precision, engine,
-                            lambda backend=backend: BackendRunner(backend)))  # fmt: skip
+                            lambda backend=backend: backend))  # fmt: skip
     return rows
 
 
