@@ -111,6 +111,30 @@ def test_fps_benchmark_runs_against_the_server(server, engine, tmp_path):
     assert all(r["throughput_fps"] > 0 and r["e2e_throughput_fps"] > 0 for r in rows)
 
 
+def test_inconsistent_server_configs_are_one_line(server):
+    """The real server's config, altered the ways a hand-written config.pbtxt can be wrong."""
+    from runtime.backends.triton import ServedModel
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http}/v2/models/u2netp/config", timeout=10) as answer:
+        config = json.loads(answer.read())
+    served = ServedModel.from_config(config, server.http_url)
+    assert (served.input_name, served.output_names, served.request_batch) == ("image", ("mask",), 4)
+    assert served.artifact.spec.size == 64 and served.artifact.variant == "u2netp"
+
+    def fails(change, message):
+        broken = json.loads(json.dumps(config))
+        change(broken)
+        with pytest.raises(BackendError, match=message):
+            ServedModel.from_config(broken, server.http_url)
+
+    fails(lambda c: c["input"][0].update(dims=["3", "32", "32"]), r"shape mismatch: the server's input is \[3, 32, 32\]")
+    fails(lambda c: c["parameters"]["u2net.size"].update(string_value="128"), "parameters say 3x128x128")
+    fails(lambda c: c["input"][0].update(data_type="TYPE_UINT8"), "not a float image type")
+    fails(lambda c: c.update(max_batch_size=0), "without batching")
+    fails(lambda c: c["input"].append(c["input"][0]), "has 2 inputs")
+    fails(lambda c: c["parameters"]["u2net.size"].update(string_value="big"), "not valid JSON")
+
+
 def test_errors_are_one_line_naming_the_url(server, tmp_path, capsys):
     missing = f"grpc://127.0.0.1:{server.grpc}/nosuchmodel"
     with pytest.raises(BackendError, match=rf"^{missing}: model 'nosuchmodel' is not ready"):

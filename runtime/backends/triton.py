@@ -83,6 +83,46 @@ def _status(exc: BaseException) -> str:
     return str(status() if callable(status) else status or "")
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """What a server's model config (its JSON form) says about the model, checked against itself."""
+
+    artifact: Artifact
+    input_name: str
+    data_type: str
+    output_names: tuple[str, ...]
+    request_batch: int  # the config's max_batch_size, 1 for a model without batching
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], url: str) -> ServedModel:
+        """BackendError naming ``url`` for a config this client cannot use (shape mismatch, wrong types)."""
+        model = config.get("name", "?")
+        params = {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
+        inputs, outputs = config.get("input") or [], config.get("output") or []
+        if len(inputs) != 1 or not outputs:
+            raise BackendError(f"{url}: model {model!r} has {len(inputs)} inputs; expected one image input")
+        server_batch = int(config.get("max_batch_size", 0))
+        dims = [int(d) for d in inputs[0].get("dims", [])]
+        if server_batch == 0:  # no batching: the batch axis is part of dims and must be 1
+            if not dims or dims[0] != 1:
+                raise BackendError(f"{url}: model {model!r} takes input dims {dims} without batching")
+            dims = dims[1:]
+        if not any(k.startswith(METADATA_PREFIX) for k in params):
+            log.warning("%s: the server's model config has no u2net.* parameters; assuming the official "
+                        "preprocessing at the input's size", url)  # fmt: skip
+            params[f"{METADATA_PREFIX}size"] = str(dims[-1] if dims else 320)
+        artifact = Artifact.from_onnx_props(params, f"{url} (model config parameters)")
+        size = artifact.spec.size
+        if len(dims) != 3 or dims[0] != 3 or any(d not in (size, -1) for d in dims[1:]):
+            raise BackendError(f"{url}: shape mismatch: the server's input is {dims}, "
+                               f"the model's parameters say 3x{size}x{size}")  # fmt: skip
+        data_type = str(inputs[0].get("data_type", "TYPE_FP32"))
+        if data_type not in _WIRE_TYPES:
+            raise BackendError(f"{url}: input data type {data_type} is not a float image type")
+        names = tuple(str(o.get("name")) for o in outputs)
+        return cls(artifact, str(inputs[0]["name"]), data_type, names, max(1, server_batch))
+
+
 class TritonBackend(Backend):
     name = "triton"
 
@@ -191,33 +231,10 @@ class TritonBackend(Backend):
         model, version = self.target.model, self.target.version
         answer = self._call("reading the model config",
                             lambda c: c.get_model_config(model, version, **self._json()))  # fmt: skip
-        config = answer.get("config", answer)
-        self.metadata = {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
-        inputs, outputs = config.get("input") or [], config.get("output") or []
-        if len(inputs) != 1 or not outputs:
-            raise BackendError(f"{self.url}: model {model!r} has {len(inputs)} inputs; expected one image input")
-        server_batch = int(config.get("max_batch_size", 0))
-        dims = [int(d) for d in inputs[0].get("dims", [])]
-        if server_batch == 0:  # no batching: the batch axis is part of dims and must be 1
-            if not dims or dims[0] != 1:
-                raise BackendError(f"{self.url}: model {model!r} takes input dims {dims} without batching")
-            dims = dims[1:]
-        if not any(k.startswith(METADATA_PREFIX) for k in self.metadata):
-            log.warning("%s: the server's model config has no u2net.* parameters; assuming the official "
-                        "preprocessing at the input's size", self.url)  # fmt: skip
-            self.metadata[f"{METADATA_PREFIX}size"] = str(dims[-1] if dims else 320)
-        self._artifact = Artifact.from_onnx_props(self.metadata, f"{self.url} (model config parameters)")
-        size = self.spec.size
-        if len(dims) != 3 or dims[0] != 3 or any(d not in (size, -1) for d in dims[1:]):
-            raise BackendError(f"{self.url}: shape mismatch: the server's input is {dims}, "
-                               f"the model's parameters say 3x{size}x{size}")  # fmt: skip
-        data_type = str(inputs[0].get("data_type", "TYPE_FP32"))
-        if data_type not in _WIRE_TYPES:
-            raise BackendError(f"{self.url}: input data type {data_type} is not a float image type")
-        self.input_name = str(inputs[0]["name"])
-        self._wire_type, self._wire_dtype = _WIRE_TYPES[data_type]
-        self.output_names = tuple(str(o.get("name")) for o in outputs)
-        self.request_batch = max(1, server_batch)
+        served = ServedModel.from_config(answer.get("config", answer), self.url)
+        self._artifact, self.input_name, self.output_names = served.artifact, served.input_name, served.output_names
+        self._wire_type, self._wire_dtype = _WIRE_TYPES[served.data_type]
+        self.request_batch = served.request_batch
 
     # -- running ----------------------------------------------------------------------------------
     def _run(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
