@@ -568,7 +568,7 @@ def main(args: argparse.Namespace) -> int:
         finally:
             run.run_log.close()
     if stopped:
-        log.warning("%s: stopped at iteration %d; saved %s (continue with --resume)", stop.name or "stop signal",
+        (log.warning if main_process else log.debug)("%s: stopped at iteration %d; saved %s (continue with --resume)", stop.name or "stop signal",
                     progress.iteration, args.out / "last.pth")
         return stop.exit_status if stop.requested else 128 + 15
     log.info("done: %d iterations; checkpoints in %s", progress.iteration, args.out)
