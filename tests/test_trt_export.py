@@ -438,3 +438,31 @@ def test_other_gpu_in_side_file(tmp_path, monkeypatch, capsys, fp32_onnx):
     assert cli(capsys, fp32_onnx)[0] == 0
     info = json.loads((tmp_path / "m.plan.json").read_text())
     assert info["tensorrt"]["gpu_name"] == "NVIDIA GeForce RTX 4090"
+
+
+def test_from_checkpoint_the_artifact_is_passed_on_not_read_back(tmp_path, monkeypatch, capsys, random_u2netp):
+    """After run_export returns, nothing reads an ONNX file's metadata or weights to learn what it is."""
+    import export.to_trt as to_trt
+    import export.trt as trt_module
+
+    install_tensorrt(monkeypatch, "11.4.0.106")
+    real_run_export = to_trt.run_export
+
+    def then_forbid_reading(*args, **kwargs):
+        exported = real_run_export(*args, **kwargs)
+
+        def forbidden(*_args, **_kwargs):
+            raise AssertionError("an ONNX file was read back after its export")
+
+        for module, name in ((trt_module, "read_artifact"), (trt_module, "onnx_weight_precision"),
+                             (to_trt, "load_onnx")):  # fmt: skip
+            monkeypatch.setattr(module, name, forbidden)
+        return exported
+
+    monkeypatch.setattr(to_trt, "run_export", then_forbid_reading)
+    code, out, err = cli(capsys, random_u2netp.ckpt, "-o", tmp_path / "e.plan", "--size", SIZE)
+    assert code == 0, err
+    info = json.loads((tmp_path / "e.plan.json").read_text())
+    assert Artifact.from_side_file(info, "e.plan.json").replace(tensorrt=None) == read_artifact(
+        tmp_path / "e.fp16.onnx"
+    ).replace(tensorrt=None)
