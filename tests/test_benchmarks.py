@@ -141,6 +141,21 @@ def test_pipeline_step_times_cover_every_step_for_both_codec_sets(tmp_path, monk
     np.testing.assert_array_equal(fast_png, cv2.imread(str(tmp_path / "opencv.png"), cv2.IMREAD_UNCHANGED))
 
 
+def test_codec_benchmark_checks_pixels_and_reports_ratios(tmp_path, monkeypatch):
+    from benchmarks import codecs as codec_bench
+
+    monkeypatch.setattr(codec_bench, "LARGE_SIZE", (200, 150))
+    out = tmp_path / "codecs.json"
+    assert codec_bench.main(["--photos", "1", "--rounds", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    decode = {r["name"]: r for r in rows if r["step"] == "JPEG decode"}
+    assert decode["cv2.imdecode, full size (before)"]["time_ratio"] == 1.0 and len(decode) == 4
+    for masks in ("object", "soft"):
+        encode = {r["name"]: r for r in rows if r["step"] == "encode" and r["masks"] == masks}
+        assert encode["OpenCV PNG level 1, up filter (before)"]["size_ratio"] == 1.0
+        assert encode["runtime PNG --png-level 12"]["mb"] < encode["runtime PNG --png-level 2"]["mb"]
+
+
 def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path):
     from benchmarks import demo
 
