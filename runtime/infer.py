@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"composite background: a colour ({', '.join(COLOR_NAMES)}, #RRGGBB, R,G,B) or an image "
                    "file, scaled to cover and centre-cropped (default: white)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="png", help="output file format (default: png)")
-    p.add_argument("--png-level", type=int_in_range(0, 9), default=EncodeOptions.png_level, metavar="0-9",
-                   help="PNG zlib level. On 12 MP photos 1 is 6x faster than 6 for 8%% bigger files, and "
-                   "smaller than Pillow's default PNG settings (default: %(default)s)")
+    p.add_argument("--png-level", type=int_in_range(0, 12), default=EncodeOptions.png_level, metavar="0-12",
+                   help="PNG compression: 0 stores, 1 is the fastest (ISA-L), 2-12 are libdeflate's levels, "
+                   "smaller and slower; see the README's codec table (default: %(default)s)")
     p.add_argument("--quality", type=int_in_range(1, 100), default=EncodeOptions.quality, metavar="1-100",
                    help="WebP quality; 100 = lossless (default: %(default)s)")
     add_backend_arguments(p)

@@ -19,7 +19,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from runtime import atomic
+from runtime import atomic, codecs
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: far above any camera, far below what would exhaust memory
 IMAGE_SUFFIXES = frozenset(
@@ -30,7 +30,6 @@ FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF, PNM"
 OUTPUT_FORMATS = ("png", "webp")
 # OpenCV >= 4.10 can decode straight to RGB; older builds decode BGR and we convert.
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-_PNG_FILTER = getattr(cv2, "IMWRITE_PNG_FILTER", None)  # OpenCV 4.11 and older lack the filter choice
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
@@ -298,6 +297,11 @@ def read_image(
 
     full = info.shape
     factor = _reduction(info, reduce_to) if reduce_to else 1
+    if info.format == "JPEG":  # libjpeg-turbo directly: OpenCV's pixels in 0.6x the time (runtime.codecs)
+        _check_jpeg_complete(data, name)
+        image = codecs.decode_jpeg(data, info.orientation, order=order, factor=factor)
+        if image is not None:
+            return image, full
     if factor > 1:
         image = _decode(data, info, name, _REDUCED[factor])
         # The decoder rounds sizes up; anything else means its orientation handling differs from ours.
@@ -328,9 +332,9 @@ def _reduction(info: ImageInfo, min_side: int) -> int:
 class EncodeOptions:
     """How outputs are written.
 
-    PNG: zlib level 1 with the 'up' row filter. On a 12 MP RGBA cutout that took 0.48 s and 21.7 MB,
-    against 2.9 s / 20.2 MB at level 6, 0.92 s / 28.1 MB with libpng's adaptive filters at level 1,
-    and ~4 s / 28.4 MB with Pillow's defaults (what rembg writes).
+    PNG: ``png_level`` 0-12 (``runtime.codecs.encode_png``): 1, the default, is ISA-L's fastest level
+    with the 'up' row filter; 2-12 are libdeflate's, smaller and slower (README, "Codecs", has the
+    measured table). rembg writes with Pillow's defaults: several times slower, and larger.
     """
 
     format: str = "png"
@@ -342,11 +346,7 @@ class EncodeOptions:
         return f".{self.format}"
 
     def params(self) -> list[int]:
-        if self.format == "png":
-            if _PNG_FILTER is None:  # OpenCV 4.x (runtime.serve's numpy<2 venv) picks PNG filters itself
-                return [cv2.IMWRITE_PNG_COMPRESSION, self.png_level]
-            filt = cv2.IMWRITE_PNG_FILTER_UP if self.png_level > 0 else cv2.IMWRITE_PNG_FILTER_NONE
-            return [cv2.IMWRITE_PNG_COMPRESSION, self.png_level, _PNG_FILTER, filt]
+        """OpenCV's parameters for the formats it encodes (PNG goes through ``runtime.codecs``)."""
         if self.format == "webp":
             return [cv2.IMWRITE_WEBP_QUALITY, 101 if self.quality >= 100 else self.quality]  # >100 = lossless
         raise ValueError(f"unknown output format {self.format!r}; choose {', '.join(OUTPUT_FORMATS)}")
@@ -354,6 +354,8 @@ class EncodeOptions:
 
 def encode_image(image: np.ndarray, options: EncodeOptions) -> bytes:
     """Encode gray, BGR or BGRA uint8 (OpenCV channel order) to PNG or WebP bytes."""
+    if options.format == "png":
+        return codecs.encode_png(image, options.png_level)
     ok, buf = cv2.imencode(options.suffix, image, options.params())
     if not ok:
         raise ImageError(f"OpenCV could not encode a {image.shape} image as {options.format}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -119,11 +120,43 @@ def test_pipeline_small_photos_ratio_is_pipeline_over_bare_model(tmp_path, monke
     monkeypatch.setattr(runners, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # so the check below sees its work folder
     out = tmp_path / "pipeline.json"
-    assert pipeline.main(["--skip-rembg", "--size", "64", "--small", "6", "--batch-size", "2", "--json", str(out)]) == 0
+    args = ["--skip-rembg", "--photos", "0", "--size", "64", "--small", "6", "--batch-size", "2", "--json", str(out)]
+    assert pipeline.main(args) == 0
     (row,) = json.loads(out.read_text())
     assert row["images"] == 6 and row["batch_size"] == 2
     assert row["ratio_vs_bare_model"] == pytest.approx(row["pipeline_images_per_s"] / row["bare_model_images_per_s"])
     assert (tmp_path / "cache").is_dir() and not list(tmp_path.glob("u2net_pipeline_*"))  # work folder removed
+
+
+def test_pipeline_step_times_cover_every_step_for_both_codec_sets(tmp_path, monkeypatch):
+    from benchmarks import pipeline
+    from runtime import codecs
+
+    monkeypatch.setattr(runners, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(pipeline, "LARGE_SIZE", (400, 300))  # the same steps on a small photo
+    photos = pipeline.make_large_photos(tmp_path / "photos", 1)
+    fast = codecs.simplejpeg, codecs.isal_zlib, codecs.deflate
+    row = pipeline.step_times(runners.cached_onnx("u2netp", 64, None), photos, tmp_path, rounds=1)
+    assert (codecs.simplejpeg, codecs.isal_zlib, codecs.deflate) == fast  # the libraries are put back
+    for which in ("runtime_ms", "opencv_ms"):
+        assert list(row[which]) == list(pipeline.STEPS) and all(ms > 0 for ms in row[which].values())
+    fast_png = cv2.imread(str(tmp_path / "runtime.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(fast_png, cv2.imread(str(tmp_path / "opencv.png"), cv2.IMREAD_UNCHANGED))
+
+
+def test_codec_benchmark_checks_pixels_and_reports_ratios(tmp_path, monkeypatch):
+    from benchmarks import codecs as codec_bench
+
+    monkeypatch.setattr(codec_bench, "LARGE_SIZE", (200, 150))
+    out = tmp_path / "codecs.json"
+    assert codec_bench.main(["--photos", "1", "--rounds", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    decode = {r["name"]: r for r in rows if r["step"] == "JPEG decode"}
+    assert decode["cv2.imdecode, full size (before)"]["time_ratio"] == 1.0 and len(decode) == 4
+    for masks in ("object", "soft"):
+        encode = {r["name"]: r for r in rows if r["step"] == "encode" and r["masks"] == masks}
+        assert encode["OpenCV PNG level 1, up filter (before)"]["size_ratio"] == 1.0
+        assert encode["runtime PNG --png-level 12"]["mb"] < encode["runtime PNG --png-level 2"]["mb"]
 
 
 def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path):

@@ -236,8 +236,8 @@ def test_bad_options_exit_2(tmp_path, capsys, tiny):
         main(["--engine", str(tiny), "x.png", "--mode", "composite", "--bg", "not-a-colour"])
     assert exit_info.value.code == 2 and "not a colour" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["--engine", str(tiny), "x.png", "--png-level", "12"])
-    assert "between 0 and 9" in capsys.readouterr().err
+        main(["--engine", str(tiny), "x.png", "--png-level", "13"])
+    assert "between 0 and 12" in capsys.readouterr().err
     bad_bg = tmp_path / "bg.png"
     bad_bg.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     code, err = run(capsys, "--engine", tiny, "x.png", "--mode", "composite", "--bg", bad_bg)
