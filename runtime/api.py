@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,7 @@ import numpy as np
 
 from runtime.backends import Backend, BackendError, open_backend
 from runtime.io import DEFAULT_MAX_PIXELS, read_image
-from runtime.preprocess import postprocess, preprocess, to_rgb8
+from runtime.preprocess import postprocess, prepare_input, to_rgb8
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,24 @@ def parse_color(text: str) -> tuple[int, int, int]:
     raise ValueError(f"not a colour: {text!r} (use a name like {', '.join(list(COLOR_NAMES)[:4])}, #RRGGBB or R,G,B)")
 
 
+def check_color(color: Sequence[int]) -> tuple[int, int, int]:
+    """(r, g, b) with each a whole number 0..255, or ValueError naming the bad colour."""
+    values = tuple(color)
+    if len(values) != 3 or not all(isinstance(v, int | np.integer) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"not a colour: {color!r}; expected (r, g, b) with whole numbers 0..255")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+@dataclass
+class Prepared:
+    """One image made ready for the engine: the model input, the full size, and the full-resolution
+    pixels when the caller needs its colours (``None`` for masks only)."""
+
+    model_input: np.ndarray  # CHW float32
+    shape: tuple[int, int]  # full (height, width)
+    image: np.ndarray | None = None
+
+
 def apply_cutout(image: np.ndarray, mask: np.ndarray, *, clear_hidden: bool = False) -> np.ndarray:
     """3-channel uint8 image + mask -> 4-channel image (same channel order) with straight alpha = mask.
 
@@ -93,7 +112,7 @@ def apply_composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray 
         bg = fit_background(to_rgb8(background), image.shape[:2])
     else:
         bg = np.empty_like(image)
-        bg[:] = np.asarray(background, np.uint8)
+        bg[:] = np.asarray(check_color(background), np.uint8)
     alpha = mask.astype(np.float32) * np.float32(1 / 255)
     return cv2.blendLinear(image, np.ascontiguousarray(bg), alpha, 1.0 - alpha)
 
@@ -119,6 +138,7 @@ class Remover:
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        self._closed = False
         self.backend: Backend = open_backend(engine, provider=provider, threads=threads)
         try:
             self.spec = self.backend.spec
@@ -151,17 +171,41 @@ class Remover:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """One RGB image (any size) -> normalised CHW float32 model input."""
-        return preprocess([image], self.spec)[0]
+        return prepare_input(image, self.spec)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 -> (N, S, S) float32 probabilities, split to fit the engine's batch limit."""
+        self._require_open()
         maps = [self.backend.run(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
         return np.concatenate(maps)[:, 0]
+
+    def load_prepared(self, image: ImageLike, *, keep: str | None = "rgb") -> Prepared:
+        """The one load -> preprocess path, shared by the API calls and the file pipeline (CLI = API).
+
+        ``keep``: "rgb" or "bgr" keeps the full-resolution pixels in that order; None keeps none,
+        and then a large JPEG file may be decoded at 1/2..1/8 scale, never below twice the model's
+        input size (twice as fast; the mask of a file is the same whether it comes from here or the CLI).
+        """
+        self._require_open()
+        if isinstance(image, np.ndarray):
+            rgb = self.load(image)
+            full = rgb if keep == "rgb" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if keep == "bgr" else None
+            return Prepared(self.prepare(rgb), rgb.shape[:2], full)
+        if not isinstance(image, str | os.PathLike | bytes | bytearray):
+            raise TypeError(f"expected an RGB array, a path or bytes, not {type(image).__name__}")
+        order = keep or "bgr"  # BGR is what the decoder gives without a conversion
+        pixels, shape = read_image(image, max_pixels=self.max_pixels, order=order,
+                                   reduce_to=None if keep else 2 * self.spec.size)
+        return Prepared(prepare_input(pixels, self.spec, bgr=order == "bgr"), shape, pixels if keep else None)
 
     # --- the public calls ---
 
     def load(self, image: ImageLike) -> np.ndarray:
-        """A path, encoded bytes or array -> RGB uint8 (EXIF orientation applied to files)."""
+        """A path, encoded bytes or array -> RGB uint8 (EXIF orientation applied to files).
+
+        Arrays: see ``preprocess.to_rgb8`` for what is accepted (float images must hold 0..1);
+        anything else is a ``ValueError`` naming the problem.
+        """
         if isinstance(image, np.ndarray):
             return to_rgb8(image)
         if isinstance(image, str | os.PathLike | bytes | bytearray):
@@ -171,20 +215,19 @@ class Remover:
     def masks(self, images: Iterable[ImageLike]) -> list[np.ndarray]:
         """uint8 masks (0..255, each the size of its image), computed in batches."""
         results: list[np.ndarray] = []
-        chunk: list[np.ndarray] = []
-
-        def flush() -> None:
-            probs = self.predict(np.stack([self.prepare(img) for img in chunk]))
-            results.extend(postprocess(p, img.shape[:2]) for p, img in zip(probs, chunk, strict=True))
-            chunk.clear()
-
+        chunk: list[Prepared] = []
         for image in images:
-            chunk.append(self.load(image))
+            chunk.append(self.load_prepared(image, keep=None))
             if len(chunk) == self.batch_size:
-                flush()
+                results.extend(self._masks_of(chunk))
+                chunk.clear()
         if chunk:
-            flush()
+            results.extend(self._masks_of(chunk))
         return results
+
+    def _masks_of(self, chunk: Sequence[Prepared]) -> list[np.ndarray]:
+        probs = self.predict(np.stack([p.model_input for p in chunk]))
+        return [postprocess(prob, p.shape) for prob, p in zip(probs, chunk, strict=True)]
 
     def mask(self, image: ImageLike) -> np.ndarray:
         """Saliency mask, uint8 H x W, the image's size."""
@@ -192,21 +235,29 @@ class Remover:
 
     def cutout(self, image: ImageLike) -> np.ndarray:
         """RGBA uint8 H x W x 4: the original colours, alpha = mask (straight, not premultiplied)."""
-        rgb = self.load(image)
-        return apply_cutout(rgb, self.masks([rgb])[0])
+        prepared = self.load_prepared(image)
+        return apply_cutout(prepared.image, self._masks_of([prepared])[0])
 
     def composite(self, image: ImageLike, background: str | Sequence[int] | ImageLike = "white") -> np.ndarray:
         """RGB uint8: the image blended over a colour ('white', '#RRGGBB', 'R,G,B', (r, g, b)) or a
         background image (array, path or bytes; scaled to cover and centre-cropped)."""
-        rgb = self.load(image)
         if isinstance(background, str) and not Path(background).is_file():
             background = parse_color(background)
-        elif not isinstance(background, tuple | list):
+        elif isinstance(background, tuple | list):
+            background = check_color(background)
+        else:
             background = self.load(background)
-        return apply_composite(rgb, self.masks([rgb])[0], background)
+        prepared = self.load_prepared(image)
+        return apply_composite(prepared.image, self._masks_of([prepared])[0], background)
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Remover is closed; create a new one (or use it inside its `with` block)")
 
     def close(self) -> None:
-        self.backend.close()
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
 
     def __enter__(self) -> Remover:
         return self

@@ -12,6 +12,7 @@ and remove them (``remove_stale``).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -137,3 +138,19 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # unknown: keep the file rather than delete a live writer's work
     return True
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and prove a file can be written there, before any real work.
+
+    Raises ``OSError`` (``NotADirectoryError`` when it is an existing file). Stale temporaries of
+    killed runs in the folder are removed on the way.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale(folder)
+    probe = folder / temp_name()
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    probe.unlink()

@@ -148,7 +148,7 @@ def test_output_folder_inside_the_input_folder_is_not_reprocessed(tmp_path, caps
     code, err = run(capsys, "--engine", tiny, tmp_path, "-o", tmp_path / "out", "--mode", "mask")
     assert code == 0 and err[-1].startswith("1 ok")  # out/a.png was not picked up as an input
     code, err = run(capsys, "--engine", tiny, tmp_path / "a.png", "-o", tmp_path)
-    assert code == 1 and any("a.png: output would overwrite the input" in line for line in err)
+    assert code == 1 and any("would replace the input" in line for line in err)
 
 
 def test_batch_size_does_not_change_results(tmp_path, capsys, tiny):
@@ -296,10 +296,10 @@ def test_pipeline_streams_with_bounded_memory(tmp_path, tiny, monkeypatch):
         peak = max(peak, alive)
         return loaded
 
-    def counting_save(self, loaded, prob):
+    def counting_save(self, job, loaded, prob):
         nonlocal alive
         try:
-            store(self, loaded, prob)
+            store(self, job, loaded, prob)
         finally:
             alive -= 1
 
