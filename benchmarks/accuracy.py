@@ -21,7 +21,11 @@ from tqdm import tqdm
 from export.verify import SOD_DIR
 from runtime import atomic
 from runtime.api import Remover
+from runtime.argtypes import positive_int
 from runtime.backends import BackendError
+from runtime.io import ImageError
+from runtime.quiet import library_lines_filtered
+from runtime.signals import interrupted, sigterm_as_interrupt
 from train.data import DataError, collect_pairs, read_mask
 from train.metrics import SODMetrics, centred_prior
 
@@ -71,11 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, help="a second engine: both are printed with per-metric deltas")
     p.add_argument("--data", type=Path, help="images/+masks/ or DUTS layout (default: ../shared/data/SOD)")
     p.add_argument("--provider", choices=["cpu", "cuda", "tensorrt"], help="ONNX Runtime provider (default: auto)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
+                   help="images per engine call (default: 8; reduced on a CPU when memory is short)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="evaluate only the first N pairs")
     p.add_argument("--json", type=Path, help="write the results as one JSON object")
     args = p.parse_args(argv)
 
+    with sigterm_as_interrupt(), library_lines_filtered():
+        try:
+            return _run(args)
+        except KeyboardInterrupt as exc:
+            return interrupted(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.json:
+        try:  # before the evaluation: a wrong path must not cost the whole run
+            atomic.check_writable(args.json.parent)
+        except OSError as exc:
+            print(f"error: --json {args.json}: cannot write there: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     data = args.data or SOD_DIR
     try:
         report = collect_pairs(data, role="test", progress=True)
@@ -96,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         except BackendError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        print(f"{engine}: {remover.backend.describe()}")
-        results[str(engine)] = evaluate(remover, pairs, engine.name)
-        remover.backend.close()
+        with remover:
+            print(f"{engine}: {remover.backend.describe()}")
+            try:
+                results[str(engine)] = evaluate(remover, pairs, engine.name)
+            except (ImageError, DataError) as exc:  # a file that changed since the data check
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
     results["centred prior"] = evaluate(None, pairs, "prior")
     print(table(results))
     if args.json:
@@ -108,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
             second = results[str(args.compare)]
             doc["compare"] = {"engine": str(args.compare), **second}
             doc["delta"] = {k: second[k] - first[k] for k, _, _ in METRICS}
-        atomic.write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        try:
+            atomic.write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        except OSError as exc:
+            print(f"error: --json {args.json}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         print(f"JSON: {args.json}")
     return 1 if report.n_problems else 0
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from runtime.backends import Backend, BackendError, open_backend
 from runtime.io import DEFAULT_MAX_PIXELS, read_image
+from runtime.memory import available_memory, bytes_per_image, cpu_batch_limit
 from runtime.preprocess import postprocess, prepare_input, to_rgb8
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,18 @@ def apply_composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray 
     return cv2.blendLinear(image, np.ascontiguousarray(bg), alpha, 1.0 - alpha)
 
 
+def _fit_memory(batch_size: int, input_size: int) -> int:
+    """The CPU batch reduced, with one line saying so, when its activations would not fit in memory."""
+    limit = cpu_batch_limit(input_size)
+    if batch_size <= limit:
+        return batch_size
+    available = available_memory()
+    free = f"{available / 2**30:.1f} GiB available" if available is not None else "memory unknown"
+    log.warning("batch size %d reduced to %d: each %dx%d image needs ~%d MB on the CPU (%s)",
+                batch_size, limit, input_size, input_size, bytes_per_image(input_size) // 2**20, free)
+    return limit
+
+
 class Remover:
     """An engine plus the official pre/postprocessing. Thread-compatible, not thread-safe: one per thread.
 
@@ -142,10 +155,12 @@ class Remover:
         self.backend: Backend = open_backend(engine, provider=provider, threads=threads)
         try:
             self.spec = self.backend.spec
+            on_cpu = getattr(self.backend, "provider", None) == "cpu"
             if batch_size is None:  # a TensorRT profile names its best batch; a CPU gains nothing from batching
-                on_cpu = getattr(self.backend, "provider", None) == "cpu"
                 batch_size = 1 if on_cpu else int(getattr(self.backend, "opt_batch", DEFAULT_BATCH))
             self.batch_size = max(1, min(batch_size, self.backend.max_batch))
+            if on_cpu:
+                self.batch_size = _fit_memory(self.batch_size, self.spec.size)
             self.max_pixels = max_pixels
             self._check_engine(Path(engine))
         except BaseException:

@@ -4,7 +4,8 @@
     python -m runtime.infer --engine u2netp.onnx 'shots/**/*.jpg' --mode mask
     python -m runtime.infer --engine u2net.plan photos/ --mode composite --bg '#00ff00' --batch-size 16
 
-Exit status: 0 all done, 1 some inputs failed (one line each on stderr), 2 unusable engine or options.
+Exit status: 0 all done, 1 some inputs failed (one line each on stderr), 2 unusable engine, options or
+output folder, 130 after Ctrl-C, 143 after SIGTERM (both: a message, no temporary file left behind).
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from runtime import atomic
 from runtime.api import COLOR_NAMES, Remover, parse_color
 from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError
 from runtime.io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, EncodeOptions, ImageError
 from runtime.pipeline import MODES, Pipeline
+from runtime.quiet import library_lines_filtered
+from runtime.signals import interrupted, sigterm_as_interrupt
 
 log = logging.getLogger("runtime.infer")
-
-
-
-
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,20 +80,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
-    _quiet_opencv()
+    background = _background(args, parser)
+    with sigterm_as_interrupt(), library_lines_filtered():
+        try:
+            return _run(args, background)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM by way of sigterm_as_interrupt
+            return interrupted(exc, f"outputs written so far are complete, in {args.output}")
 
-    background: tuple[int, int, int] | Path = (255, 255, 255)
-    if args.mode == "composite":
-        if Path(args.bg).is_file():
-            background = Path(args.bg)
-        else:
-            try:
-                background = parse_color(args.bg)
-            except ValueError as exc:
-                parser.error(f"--bg: {exc}, and no such image file")
-    elif args.bg != parser.get_default("bg"):
-        log.warning("--bg is only used with --mode composite; ignoring it")
 
+def _background(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[int, int, int] | Path:
+    if args.mode != "composite":
+        if args.bg != parser.get_default("bg"):
+            log.warning("--bg is only used with --mode composite; ignoring it")
+        return (255, 255, 255)
+    if Path(args.bg).is_file():
+        return Path(args.bg)
+    try:
+        return parse_color(args.bg)
+    except ValueError as exc:
+        parser.error(f"--bg: {exc}, and no such image file")
+
+
+def _run(args: argparse.Namespace, background: tuple[int, int, int] | Path) -> int:
+    try:  # before the engine loads or any image is decoded: a wrong -o costs nothing
+        atomic.check_writable(args.output)
+    except OSError as exc:
+        print(f"error: -o {args.output}: cannot write there: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         remover = Remover(args.engine, provider=args.provider, threads=args.threads,
                           batch_size=args.batch_size, max_pixels=args.max_pixels)
@@ -105,7 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # e.g. the TensorRT backend's own dependencies
         print(f"error: {args.engine}: cannot load its backend: {exc}", file=sys.stderr)
         return 2
-
     with remover:
         try:
             pipeline = Pipeline(
@@ -121,23 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImageError as exc:
             print(f"error: background image {exc}", file=sys.stderr)
             return 2
-        try:
-            summary = pipeline.run(args.inputs)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+        summary = pipeline.run(args.inputs)
     print(summary.line(), file=sys.stderr)
     return 1 if summary.failed else 0
-
-
-def _quiet_opencv() -> None:
-    """OpenCV prints its own warnings for corrupt files; ours (one line per file) say it better."""
-    import cv2
-
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:  # very old builds without the logging module
-        pass
 
 
 if __name__ == "__main__":
