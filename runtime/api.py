@@ -118,7 +118,7 @@ def apply_composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray 
     return cv2.blendLinear(image, np.ascontiguousarray(bg), alpha, 1.0 - alpha)
 
 
-def _fit_memory(batch_size: int, input_size: int) -> int:
+def _fit_memory(requested: int, batch_size: int, input_size: int) -> int:
     """The CPU batch reduced, with one line saying so, when its activations would not fit in memory."""
     limit = cpu_batch_limit(input_size)
     if batch_size <= limit:
@@ -126,7 +126,7 @@ def _fit_memory(batch_size: int, input_size: int) -> int:
     available = available_memory()
     free = f"{available / 2**30:.1f} GiB available" if available is not None else "memory unknown"
     log.warning("batch size %d reduced to %d: each %dx%d image needs ~%d MB on the CPU (%s)",
-                batch_size, limit, input_size, input_size, bytes_per_image(input_size) // 2**20, free)
+                requested, limit, input_size, input_size, bytes_per_image(input_size) // 2**20, free)
     return limit
 
 
@@ -160,7 +160,7 @@ class Remover:
                 batch_size = 1 if on_cpu else int(getattr(self.backend, "opt_batch", DEFAULT_BATCH))
             self.batch_size = max(1, min(batch_size, self.backend.max_batch))
             if on_cpu:
-                self.batch_size = _fit_memory(self.batch_size, self.spec.size)
+                self.batch_size = _fit_memory(batch_size, self.batch_size, self.spec.size)
             self.max_pixels = max_pixels
             self._check_engine(Path(engine))
         except BaseException:
