@@ -407,6 +407,7 @@ def test_decoder_messages_never_reach_stderr(tmp_path, tiny):
 # --- rule 10: no outbound network ---
 
 _CLIS = ["runtime.infer", "benchmarks.accuracy", "benchmarks.fps", "benchmarks.pipeline", "benchmarks.demo",
+         "benchmarks.memory",
          "export.to_onnx", "export.to_trt", "train"]
 
 
