@@ -170,7 +170,8 @@ def run_export(
             loaded = load_checkpoint(ckpt, model=model)
         except CheckpointError as exc:
             raise ExportError(str(exc)) from None
-        spec = spec_from_meta(loaded.meta, size, ckpt)
+        spec = loaded.spec or PreprocessSpec(size=DEFAULT_SIZE)  # official raw state dicts carry none
+        spec = replace(spec, size=size) if size is not None else spec
         check_options(out, opset, spec.size)
         extra = {f"{METADATA_PREFIX}source_sha256": file_sha256(ckpt), f"{METADATA_PREFIX}source": ckpt.name}
         parity = ParityCheck(loaded.model, spec=spec)
