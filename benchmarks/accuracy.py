@@ -24,9 +24,13 @@ from export.compare import TOLERANCES, Comparison, compare
 from export.verify import SOD_DIR
 from runtime import atomic
 from runtime.api import Remover
+from runtime.argtypes import positive_int
 from runtime.backends import BackendError, add_backend_arguments
+from runtime.io import ImageError
 from runtime.logs import setup_logging
 from runtime.preprocess import preprocess
+from runtime.quiet import library_lines_filtered
+from runtime.signals import interrupted, sigterm_as_interrupt
 from train.data import DataError, collect_pairs, read_mask
 from train.metrics import SODMetrics, centred_prior
 
@@ -93,13 +97,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", type=Path, help="a second engine: both are printed with per-metric deltas")
     p.add_argument("--data", type=Path, help="images/+masks/ or DUTS layout (default: ../shared/data/SOD)")
     add_backend_arguments(p)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
+                   help="images per engine call (default: 8; reduced on a CPU when memory is short)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="evaluate only the first N pairs")
     p.add_argument("--json", type=Path, help="write the results as one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = p.parse_args(argv)
     setup_logging(verbose=args.verbose, default=logging.WARNING)
 
+    with sigterm_as_interrupt(), library_lines_filtered():
+        try:
+            return _run(args)
+        except KeyboardInterrupt as exc:
+            return interrupted(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.json:
+        try:  # before the evaluation: a wrong path must not cost the whole run
+            atomic.check_writable(args.json.parent)
+        except OSError as exc:
+            print(f"error: --json {args.json}: cannot write there: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     data = args.data or SOD_DIR
     try:
         report = collect_pairs(data, role="test", progress=True)
@@ -122,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
             print(f"{engine}: {removers[-1].backend.describe()}")
-            results[str(engine)] = evaluate(removers[-1], pairs, engine.name)
+            try:
+                results[str(engine)] = evaluate(removers[-1], pairs, engine.name)
+            except (ImageError, DataError) as exc:  # a file that changed since the data check
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         outputs = compare_outputs(removers, pairs) if len(removers) == 2 else None
     finally:
         for remover in removers:
@@ -139,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             if outputs is not None:
                 doc["outputs"] = {"max_abs": outputs.max_abs, "mean_abs": outputs.mean_abs, "ok": outputs.ok,
                                   "tolerance": str(outputs.tolerance), "checks": list(outputs.checks)}  # fmt: skip
-        atomic.write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        try:
+            atomic.write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        except OSError as exc:
+            print(f"error: --json {args.json}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         print(f"JSON: {args.json}")
     return 1 if report.n_problems else 0
 

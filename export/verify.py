@@ -23,6 +23,7 @@ from export.onnx import INPUT_NAME, OUTPUT_NAME
 from export.torch_backend import TorchBackend
 from runtime.backends.base import BackendError
 from runtime.backends.onnxrt import OnnxRuntimeBackend
+from runtime.io import ImageError, read_image
 from runtime.preprocess import PreprocessSpec, normalize, preprocess, to_rgb8
 from train.model import U2Net
 
@@ -38,9 +39,10 @@ def sample_images(n: int = DEFAULT_IMAGES, sod_dir: Path = SOD_DIR) -> tuple[lis
     photos = sorted((sod_dir / "images").glob("*.jpg")) if (sod_dir / "images").is_dir() else []
     images = []
     for path in photos:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is not None:  # an unreadable photo is skipped: the check needs images, not that one
-            images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        try:  # the project's one reader, so verification sees the photos as the runtime does
+            images.append(read_image(path)[0])
+        except ImageError:  # an unreadable photo is skipped: the check needs images, not that one
+            continue
         if len(images) == n:
             return images, "SOD photos"
     from train.synthetic import make_sample

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,8 @@ import numpy as np
 
 from runtime.backends import Backend, BackendError, open_backend
 from runtime.io import DEFAULT_MAX_PIXELS, read_image
-from runtime.preprocess import postprocess, preprocess, to_rgb8
+from runtime.memory import available_memory, bytes_per_image, cpu_batch_limit
+from runtime.preprocess import postprocess, prepare_input, to_rgb8
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ Background = tuple[int, int, int] | Path | np.ndarray | bytes
 def resolve_background(value: str | os.PathLike | Sequence[int] | np.ndarray | bytes) -> Background:
     """The one rule for a composite background: a string naming an existing file, a path, an array
     or encoded bytes is an image; any other string is a colour (``parse_color``); a sequence is
-    (r, g, b). ValueError when a string is neither a file nor a colour."""
+    (r, g, b), checked by ``check_color``. ValueError when a string is neither a file nor a colour."""
     if isinstance(value, np.ndarray | bytes | bytearray):
         return value
     if isinstance(value, str):
@@ -77,8 +79,25 @@ def resolve_background(value: str | os.PathLike | Sequence[int] | np.ndarray | b
             raise ValueError(f"{exc}, and no such image file") from None
     if isinstance(value, os.PathLike):
         return Path(value)
-    r, g, b = (int(v) for v in value)
-    return r, g, b
+    return check_color(value)
+
+
+def check_color(color: Sequence[int]) -> tuple[int, int, int]:
+    """(r, g, b) with each a whole number 0..255, or ValueError naming the bad colour."""
+    values = tuple(color)
+    if len(values) != 3 or not all(isinstance(v, int | np.integer) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"not a colour: {color!r}; expected (r, g, b) with whole numbers 0..255")
+    return tuple(int(v) for v in values)  # type: ignore[return-value]
+
+
+@dataclass
+class Prepared:
+    """One image made ready for the engine: the model input, the full size, and the full-resolution
+    pixels when the caller needs its colours (``None`` for masks only)."""
+
+    model_input: np.ndarray  # CHW float32
+    shape: tuple[int, int]  # full (height, width)
+    image: np.ndarray | None = None
 
 
 def apply_cutout(image: np.ndarray, mask: np.ndarray, *, clear_hidden: bool = False) -> np.ndarray:
@@ -114,9 +133,21 @@ def apply_composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray 
         bg = fit_background(to_rgb8(background), image.shape[:2])
     else:
         bg = np.empty_like(image)
-        bg[:] = np.asarray(background, np.uint8)
+        bg[:] = np.asarray(check_color(background), np.uint8)
     alpha = mask.astype(np.float32) * np.float32(1 / 255)
     return cv2.blendLinear(image, np.ascontiguousarray(bg), alpha, 1.0 - alpha)
+
+
+def _fit_memory(requested: int, batch_size: int, input_size: int) -> int:
+    """The CPU batch reduced, with one line saying so, when its activations would not fit in memory."""
+    limit = cpu_batch_limit(input_size)
+    if batch_size <= limit:
+        return batch_size
+    available = available_memory()
+    free = f"{available / 2**30:.1f} GiB available" if available is not None else "memory unknown"
+    log.warning("batch size %d reduced to %d: each %dx%d image needs ~%d MB on the CPU (%s)",
+                requested, limit, input_size, input_size, bytes_per_image(input_size) // 2**20, free)
+    return limit
 
 
 class Remover:
@@ -126,7 +157,8 @@ class Remover:
     ``cuda`` or ``tensorrt`` for ONNX files (None = CUDA when available, else CPU); an unavailable
     provider raises ``BackendError``, as does an engine that fails a test inference. ``threads``: ONNX
     Runtime intra-op threads. ``batch_size``: images per engine call, capped by the engine's profile
-    (default: the backend's ``preferred_batch``: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU).
+    (default: the backend's ``preferred_batch``: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU;
+    on a CPU a batch that would not fit in memory is reduced, with one line saying so).
     ``max_pixels``: larger image files are refused before decoding. ``backend``: a name from
     ``runtime.backends.BACKENDS`` instead of choosing by the engine's suffix; ``precision``: for
     backends that can choose one (others refuse a precision their engine does not have).
@@ -145,11 +177,15 @@ class Remover:
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        self._closed = False
         self.backend: Backend = open_backend(engine, backend=backend, provider=provider, threads=threads,
                                              precision=precision)  # fmt: skip
         try:
             self.spec = self.backend.spec
-            self.batch_size = max(1, min(batch_size or self.backend.preferred_batch, self.backend.max_batch))
+            requested = batch_size or self.backend.preferred_batch
+            self.batch_size = max(1, min(requested, self.backend.max_batch))
+            if self.backend.on_host:  # host memory bounds a CPU batch, whatever was asked
+                self.batch_size = _fit_memory(requested, self.batch_size, self.spec.size)
             self.max_pixels = max_pixels
             self._check_engine(engine)
         except BaseException:
@@ -175,17 +211,41 @@ class Remover:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """One RGB image (any size) -> normalised CHW float32 model input."""
-        return preprocess([image], self.spec)[0]
+        return prepare_input(image, self.spec)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 -> (N, S, S) float32 probabilities, split to fit the engine's batch limit."""
+        self._require_open()
         maps = [self.backend.run(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
         return np.concatenate(maps)[:, 0]
+
+    def load_prepared(self, image: ImageLike, *, keep: str | None = "rgb") -> Prepared:
+        """The one load -> preprocess path, shared by the API calls and the file pipeline (CLI = API).
+
+        ``keep``: "rgb" or "bgr" keeps the full-resolution pixels in that order; None keeps none,
+        and then a large JPEG file may be decoded at 1/2..1/8 scale, never below twice the model's
+        input size (twice as fast; the mask of a file is the same whether it comes from here or the CLI).
+        """
+        self._require_open()
+        if isinstance(image, np.ndarray):
+            rgb = self.load(image)
+            full = rgb if keep == "rgb" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if keep == "bgr" else None
+            return Prepared(self.prepare(rgb), rgb.shape[:2], full)
+        if not isinstance(image, str | os.PathLike | bytes | bytearray):
+            raise TypeError(f"expected an RGB array, a path or bytes, not {type(image).__name__}")
+        order = keep or "bgr"  # BGR is what the decoder gives without a conversion
+        pixels, shape = read_image(image, max_pixels=self.max_pixels, order=order,
+                                   reduce_to=None if keep else 2 * self.spec.size)
+        return Prepared(prepare_input(pixels, self.spec, bgr=order == "bgr"), shape, pixels if keep else None)
 
     # --- the public calls ---
 
     def load(self, image: ImageLike) -> np.ndarray:
-        """A path, encoded bytes or array -> RGB uint8 (EXIF orientation applied to files)."""
+        """A path, encoded bytes or array -> RGB uint8 (EXIF orientation applied to files).
+
+        Arrays: see ``preprocess.to_rgb8`` for what is accepted (float images must hold 0..1);
+        anything else is a ``ValueError`` naming the problem.
+        """
         if isinstance(image, np.ndarray):
             return to_rgb8(image)
         if isinstance(image, str | os.PathLike | bytes | bytearray):
@@ -195,20 +255,19 @@ class Remover:
     def masks(self, images: Iterable[ImageLike]) -> list[np.ndarray]:
         """uint8 masks (0..255, each the size of its image), computed in batches."""
         results: list[np.ndarray] = []
-        chunk: list[np.ndarray] = []
-
-        def flush() -> None:
-            probs = self.predict(np.stack([self.prepare(img) for img in chunk]))
-            results.extend(postprocess(p, img.shape[:2]) for p, img in zip(probs, chunk, strict=True))
-            chunk.clear()
-
+        chunk: list[Prepared] = []
         for image in images:
-            chunk.append(self.load(image))
+            chunk.append(self.load_prepared(image, keep=None))
             if len(chunk) == self.batch_size:
-                flush()
+                results.extend(self._masks_of(chunk))
+                chunk.clear()
         if chunk:
-            flush()
+            results.extend(self._masks_of(chunk))
         return results
+
+    def _masks_of(self, chunk: Sequence[Prepared]) -> list[np.ndarray]:
+        probs = self.predict(np.stack([p.model_input for p in chunk]))
+        return [postprocess(prob, p.shape) for prob, p in zip(probs, chunk, strict=True)]
 
     def mask(self, image: ImageLike) -> np.ndarray:
         """Saliency mask, uint8 H x W, the image's size."""
@@ -216,20 +275,26 @@ class Remover:
 
     def cutout(self, image: ImageLike) -> np.ndarray:
         """RGBA uint8 H x W x 4: the original colours, alpha = mask (straight, not premultiplied)."""
-        rgb = self.load(image)
-        return apply_cutout(rgb, self.masks([rgb])[0])
+        prepared = self.load_prepared(image)
+        return apply_cutout(prepared.image, self._masks_of([prepared])[0])
 
     def composite(self, image: ImageLike, background: str | Sequence[int] | ImageLike = "white") -> np.ndarray:
         """RGB uint8: the image blended over a colour ('white', '#RRGGBB', 'R,G,B', (r, g, b)) or a
         background image (array, path or bytes; scaled to cover and centre-cropped)."""
-        rgb = self.load(image)
         background = resolve_background(background)
         if not isinstance(background, tuple):
             background = self.load(background)
-        return apply_composite(rgb, self.masks([rgb])[0], background)
+        prepared = self.load_prepared(image)
+        return apply_composite(prepared.image, self._masks_of([prepared])[0], background)
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Remover is closed; create a new one (or use it inside its `with` block)")
 
     def close(self) -> None:
-        self.backend.close()
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
 
     def __enter__(self) -> Remover:
         return self

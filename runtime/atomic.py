@@ -12,6 +12,7 @@ and remove them (``remove_stale``).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -137,3 +138,27 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # unknown: keep the file rather than delete a live writer's work
     return True
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Prove that files can be written into ``folder`` before any real work; creates nothing.
+
+    An existing folder gets a probe file (created and removed; stale temporaries of killed runs
+    there are removed on the way); a missing one needs its nearest existing parent to be a
+    writable folder, where it will be created on the first write. Raises ``OSError``
+    (``NotADirectoryError`` when the path, or a parent, is a file).
+    """
+    folder = Path(folder)
+    if folder.is_dir():
+        remove_stale(folder)
+        probe = folder / temp_name()
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+        return
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(existing))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"cannot create folders in {existing}", str(folder))

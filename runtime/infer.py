@@ -13,23 +13,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from runtime.api import COLOR_NAMES, Remover, resolve_background
+from runtime import atomic
+from runtime.api import COLOR_NAMES, Background, Remover, resolve_background
 from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError, add_backend_arguments
 from runtime.io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, EncodeOptions, ImageError
 from runtime.logs import setup_logging
 from runtime.pipeline import MODES, Pipeline
+from runtime.quiet import library_lines_filtered
 from runtime.shard import Shard
+from runtime.signals import interrupted, sigterm_as_interrupt
 
 log = logging.getLogger("runtime.infer")
-
-
-
-
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,17 +78,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
-    _quiet_opencv()
-
-    background: tuple[int, int, int] | Path = (255, 255, 255)
-    if args.mode == "composite":
+    background = _background(args, parser)
+    with sigterm_as_interrupt(), library_lines_filtered():
         try:
-            background = resolve_background(args.bg)
-        except ValueError as exc:
-            parser.error(f"--bg: {exc}")
-    elif args.bg != parser.get_default("bg"):
-        log.warning("--bg is only used with --mode composite; ignoring it")
+            return _run(args, background)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM by way of sigterm_as_interrupt
+            return interrupted(exc, f"outputs written so far are complete, in {args.output}")
 
+
+def _background(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Background:
+    if args.mode != "composite":
+        if args.bg != parser.get_default("bg"):
+            log.warning("--bg is only used with --mode composite; ignoring it")
+        return (255, 255, 255)
+    try:
+        return resolve_background(args.bg)
+    except ValueError as exc:
+        parser.error(f"--bg: {exc}")
+
+
+def _run(args: argparse.Namespace, background: Background) -> int:
+    try:  # before the engine loads or any image is decoded: a wrong -o costs nothing
+        atomic.check_writable(args.output)
+    except OSError as exc:
+        print(f"error: -o {args.output}: cannot write there: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     try:
         remover = Remover(args.engine, backend=args.backend, provider=args.provider, threads=args.threads,
                           batch_size=args.batch_size, max_pixels=args.max_pixels)
@@ -102,7 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # e.g. the TensorRT backend's own dependencies
         print(f"error: {args.engine}: cannot load its backend: {exc}", file=sys.stderr)
         return 2
-
     with remover:
         try:
             pipeline = Pipeline(
@@ -119,23 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImageError as exc:
             print(f"error: background image {exc}", file=sys.stderr)
             return 2
-        try:
-            summary = pipeline.run(args.inputs)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+        summary = pipeline.run(args.inputs)
     print(summary.line(), file=sys.stderr)
     return 1 if summary.failed else 0
-
-
-def _quiet_opencv() -> None:
-    """OpenCV prints its own warnings for corrupt files; ours (one line per file) say it better."""
-    import cv2
-
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:  # very old builds without the logging module
-        pass
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,11 +29,29 @@ IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
     | {".pbm", ".pgm", ".ppm", ".pnm"}
 )
+# Named in folders (never silently skipped) although no reader here decodes them: the user learns why.
+UNDECODABLE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl"})
 FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF, PNM"
 OUTPUT_FORMATS = ("png", "webp")
 # OpenCV >= 4.10 can decode straight to RGB; older builds decode BGR and we convert.
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _quiet_opencv() -> None:
+    """OpenCV logs its own lines about corrupt files; ours (one line per file) say it better.
+
+    Done once, here, for every user of the reader; an explicit OPENCV_LOG_LEVEL is respected.
+    """
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # very old builds without the logging module
+        pass
+
+
+_quiet_opencv()
 
 
 class ImageError(Exception):
@@ -199,12 +220,52 @@ def _jpeg(f: BinaryIO, head: bytes) -> ImageInfo | None:
 
 
 _READERS = (_jpeg, _png, _webp, _bmp, _gif, _tiff, _pnm)
+_ISO_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
+               b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def _undecodable(head: bytes) -> str | None:
+    """Name of a well-known image format this reader cannot decode, from its first bytes."""
+    if head[4:8] == b"ftyp":
+        return _ISO_BRANDS.get(head[8:12])
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL "):
+        return "JPEG XL"
+    return None
 
 
 def probe(path: str | os.PathLike) -> ImageInfo:
     """Format and size from the header alone; raises ImageError naming the file."""
-    with _file_errors(path), open(path, "rb") as f:
+    with _file_errors(path), open_regular(path) as f:
         return _probe_file(f, path)
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    """'a FIFO (named pipe)', 'a folder', ... for an ``st_mode`` that is not a regular file."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open ``path`` for reading only if it is a regular file; anything else is an ImageError, never opened.
+
+    The check is made before opening (a device is never touched) and again on the open file, which
+    is opened non-blocking, so a FIFO swapped in meanwhile cannot block the reader either.
+    """
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path}: is {file_kind(mode)}, not an image file; not opened")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"{path}: is {file_kind(mode)}, not an image file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @contextmanager
@@ -236,34 +297,83 @@ def _probe_file(f: BinaryIO, name: str | os.PathLike) -> ImageInfo:
         raise ImageError(f"{name}: {exc}") from None
     except struct.error:
         raise ImageError(f"{name}: truncated or corrupt header") from None
+    other = _undecodable(head)
+    if other is not None:
+        raise ImageError(f"{name}: {other} image, which this reader cannot decode (convert it to JPEG or PNG)")
     raise ImageError(f"{name}: not a supported image (expected {FORMATS})")
 
 
 # --- decoding ---
 
 
-def _check_jpeg_complete(data: np.ndarray, name: str | os.PathLike) -> None:
-    """libjpeg decodes a truncated file with grey filler and only a warning; insist on the end marker.
+# A marker inside entropy-coded data: 0xFF (plus fill bytes) followed by anything but a stuffed
+# zero or a restart marker, which belong to the scan.
+_SCAN_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
 
-    Entropy-coded data escapes every 0xFF byte, so an end-of-image marker after the last
-    start-of-scan can only be the real one (an EXIF thumbnail's comes before the main image).
+
+def jpeg_end(data: bytes | memoryview) -> int | None:
+    """Offset just past the JPEG's end-of-image marker, or None when the image data stops short.
+
+    Walks the segments and scans (progressive files have many) the way a decoder does, so the
+    bytes after the real end marker are never looked at: a motion photo's video, a trailing
+    thumbnail or padding are all accepted, and a file cut inside its image data is not.
     """
-    raw = data.tobytes()
-    scan = raw.rfind(b"\xff\xda")
-    if scan < 0 or raw.find(b"\xff\xd9", scan) < 0:
-        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker)")
+    pos, size = 2, len(data)
+    while pos + 4 <= size:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan: the entropy-coded data runs to the next real marker
+            found = _SCAN_MARKER.search(data, pos)
+            if found is None:
+                return None
+            pos = found.start(1) - 1
+    return pos + 2 if pos + 2 <= size and bytes(data[pos : pos + 2]) == b"\xff\xd9" else None
 
 
-def _decode(data: np.ndarray, info: ImageInfo, name: str | os.PathLike, flags: int) -> np.ndarray:
-    if info.format == "JPEG":
-        _check_jpeg_complete(data, name)
+def _check_jpeg_complete(data: bytes, name: str | os.PathLike) -> None:
+    """libjpeg decodes a truncated file with grey filler and only a warning; insist on the end marker."""
+    if jpeg_end(data) is None:
+        raise ImageError(f"{name}: truncated JPEG (image data ends before the end-of-image marker)")
+
+
+def _check_png_complete(data: bytes, name: str | os.PathLike) -> None:
+    """Walk the chunks and check their CRCs before libpng sees the file (it would print its own lines)."""
+    pos, size = 8, len(data)
+    while pos + 12 <= size:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = bytes(data[pos + 4 : pos + 8])
+        end = pos + 12 + length
+        if end > size:
+            break
+        if zlib.crc32(data[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            raise ImageError(f"{name}: corrupt PNG (checksum error in its {kind.decode('latin-1')} chunk)")
+        if kind == b"IEND":
+            return
+        pos = end
+    raise ImageError(f"{name}: truncated PNG (the file ends before its IEND chunk)")
+
+
+def _decode(data: bytes, info: ImageInfo, name: str | os.PathLike, flags: int) -> np.ndarray:
     try:
-        image = cv2.imdecode(data, flags)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error as exc:
         raise ImageError(f"{name}: cannot decode {info.format}: {str(exc).strip().splitlines()[-1][:120]}") from None
     if image is None or image.size == 0:
         raise ImageError(f"{name}: cannot decode {info.format} (corrupt or truncated)")
     return image
+
+
+_ORDERS = ("rgb", "bgr", "gray")
 
 
 def read_image(
@@ -273,32 +383,24 @@ def read_image(
     order: str = "rgb",
     reduce_to: int | None = None,
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode a file (or its bytes) to 8-bit, 3-channel ``order`` ("rgb"/"bgr"), EXIF orientation applied.
+    """Decode a file (or its bytes) to 8-bit ``order``: "rgb"/"bgr" (3 channels) or "gray" (H x W).
 
-    Gray, palette, RGBA and 16-bit files all come back as 8-bit colour (alpha dropped, 16-bit
-    keeps its high byte), as ``preprocess.to_rgb8`` does for arrays. Returns the image and the
-    full (height, width). With ``reduce_to`` a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long
-    as both sides stay >= ``reduce_to`` (much faster when only a model-sized copy is needed);
-    the returned size is still that of the full image.
+    The one image reader of the project: the runtime, the training data check, the benchmarks and
+    export verification all decide the same way for the same bytes. Only regular files are opened;
+    the pixel count is checked from the header before decoding; a JPEG or PNG that stops short is
+    refused (data after a complete JPEG, as in motion photos, is fine). EXIF orientation is applied.
+    Gray, palette, RGBA and 16-bit files come back as 8-bit (alpha dropped, 16-bit keeps its high
+    byte), as ``preprocess.to_rgb8`` does for arrays. Returns the image and the full (height, width).
+    With ``reduce_to`` a JPEG may be decoded at 1/2, 1/4 or 1/8 scale as long as both sides stay
+    >= ``reduce_to`` (much faster when only a model-sized copy is needed); the returned size is
+    still that of the full image.
     """
-    if order not in ("rgb", "bgr"):
-        raise ValueError(f"order must be 'rgb' or 'bgr', not {order!r}")
-    in_memory = isinstance(source, bytes | bytearray | memoryview)
-    name = "<bytes>" if in_memory else source
-    with _file_errors(name), io.BytesIO(source) if in_memory else open(source, "rb") as f:
-        info = _probe_file(f, name)
-        if info.pixels > max_pixels:
-            raise ImageError(
-                f"{name}: {info.width}x{info.height} = {info.pixels / 1e6:.1f} MP exceeds the limit of "
-                f"{max_pixels / 1e6:g} MP (raise --max-pixels if this image is genuine)"
-            )
-        f.seek(0)
-        data = np.frombuffer(f.read(), np.uint8)
-
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {', '.join(_ORDERS)}, not {order!r}")
+    data, info, name = _read_checked(source, max_pixels)
     full = info.shape
-    factor = _reduction(info, reduce_to) if reduce_to else 1
-    if info.format == "JPEG":  # libjpeg-turbo directly: OpenCV's pixels in 0.6x the time (runtime.codecs)
-        _check_jpeg_complete(data, name)
+    factor = _reduction(info, reduce_to) if reduce_to and order != "gray" else 1
+    if info.format == "JPEG" and order != "gray":  # libjpeg-turbo directly: OpenCV's pixels in 0.6x the time
         image = codecs.decode_jpeg(data, info.orientation, order=order, factor=factor)
         if image is not None:
             return image, full
@@ -307,11 +409,33 @@ def read_image(
         # The decoder rounds sizes up; anything else means its orientation handling differs from ours.
         if image.shape[:2] == tuple(-(-side // factor) for side in full):
             return (cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if order == "rgb" else image), full
+    if order == "gray":
+        return (image := _decode(data, info, name, cv2.IMREAD_GRAYSCALE)), image.shape[:2]
     rgb_direct = order == "rgb" and _IMREAD_RGB is not None
     image = _decode(data, info, name, _IMREAD_RGB if rgb_direct else cv2.IMREAD_COLOR)
     if order == "rgb" and not rgb_direct:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image, image.shape[:2]
+
+
+def _read_checked(source: str | os.PathLike | bytes, max_pixels: int) -> tuple[bytes, ImageInfo, str | os.PathLike]:
+    """(the file's bytes, its header, its name for messages), after every check that needs no decoding."""
+    in_memory = isinstance(source, bytes | bytearray | memoryview)
+    name = "<bytes>" if in_memory else source
+    with _file_errors(name), io.BytesIO(source) if in_memory else open_regular(source) as f:
+        info = _probe_file(f, name)
+        if info.pixels > max_pixels:
+            raise ImageError(
+                f"{name}: {info.width}x{info.height} = {info.pixels / 1e6:.1f} MP exceeds the limit of "
+                f"{max_pixels / 1e6:g} MP (raise --max-pixels if this image is genuine)"
+            )
+        f.seek(0)
+        data = f.read()
+    if info.format == "JPEG":
+        _check_jpeg_complete(data, name)
+    elif info.format == "PNG":
+        _check_png_complete(data, name)
+    return data, info, name
 
 
 def _reduction(info: ImageInfo, min_side: int) -> int:

@@ -1,138 +1,46 @@
 """Streaming, threaded, batched processing of many image files.
 
-    inputs ──generator──> decode+resize (I/O threads) ──> batches ──> engine (main thread)
-                                                                        │
+    inputs ──plan_jobs──> decode+preprocess (I/O threads) ──> batches ──> engine (main thread)
+                                                                            │
     OUT_DIR/<relative path>.png <── postprocess+compose+encode+write (I/O threads)
 
-File names come from a generator, and at most ``2·batch + 2·io_threads`` decoded images are alive
-at once (loads queued ahead, the batch at the engine, writes pending), so memory stays bounded on
-any folder size (~1 GB peak for 12 MP cutouts on a CPU, half of it ONNX Runtime's own).
-Decoding, resizing and encoding run in OpenCV, which releases the GIL, so they overlap with
+Which files become which outputs is decided first, on resolved paths (``runtime.inputs``: no
+input is ever replaced, nothing is written outside ``-o``, each file is done once). Images are
+loaded by ``Remover.load_prepared``, the path the API uses, so a file's mask is the same from the
+CLI and from Python. At most ``2·batch + 2·io_threads`` decoded images are alive at once (loads
+queued ahead, the batch at the engine, writes pending), so memory stays bounded on any folder
+size. Decoding, resizing and encoding run in OpenCV, which releases the GIL, so they overlap with
 inference. Every failure is one line naming the file; the rest goes on.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from runtime.api import Remover, apply_composite, apply_cutout, fit_background, resolve_background
-from runtime.io import IMAGE_SUFFIXES, EncodeOptions, ImageError, encode_image, read_image, write_atomic
-from runtime.preprocess import postprocess, resize_to_input
+from runtime import atomic
+from runtime.api import Prepared, Remover, apply_composite, apply_cutout, fit_background, resolve_background
+from runtime.inputs import Job, Problem, plan_jobs
+from runtime.io import EncodeOptions, ImageError, encode_image, read_image, write_atomic
+from runtime.preprocess import postprocess
 from runtime.shard import Shard
 
 log = logging.getLogger(__name__)
 
 MODES = ("mask", "cutout", "composite")
-_GLOB_CHARS = frozenset("*?[")
 
-
-@dataclass(frozen=True)
-class Job:
-    source: Path
-    target: Path
-
-
-@dataclass(frozen=True)
-class Problem:
-    """An input argument or file that cannot become a job."""
-
-    name: str
-    message: str
-
-
-# --- turning INPUT arguments into jobs, lazily ---
-
-
-def _walk(top: Path, exclude: Path) -> Iterator[Path]:
-    """Image files under ``top`` (sorted per folder, hidden entries and the output folder skipped)."""
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and Path(dirpath, d).resolve() != exclude
-        )
-        for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield Path(dirpath, name)
-
-
-def _glob_base(pattern: str) -> Path:
-    """The folder a glob pattern is rooted at: its leading components without wildcards."""
-    parts = Path(pattern).parts
-    fixed = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts))
-    return Path(*parts[:fixed]) if fixed else Path(".")
-
-
-def iter_jobs(inputs: Iterable[str], out_dir: Path, suffix: str) -> Iterator[Job | Problem]:
-    """Files, folders (recursive, layout kept) and glob patterns -> jobs, one at a time.
-
-    A file given by name becomes ``OUT_DIR/<name>.<suffix>``; files found in a folder or by a
-    pattern keep their path relative to that folder (or the pattern's fixed prefix).
-    """
-    out_resolved = out_dir.resolve()
-    seen: dict[Path, Path] = {}  # output -> source: paths only, never images
-
-    def job(source: Path, relative: Path) -> Job | Problem | None:
-        target = out_dir / relative.with_suffix(suffix)
-        resolved = source.resolve()
-        if resolved == target.resolve():
-            return Problem(str(source), "output would overwrite the input itself; choose another -o folder")
-        previous = seen.get(target)
-        if previous is None:
-            seen[target] = resolved
-            return Job(source, target)
-        if previous == resolved:  # the same file reached twice (e.g. a folder and a file in it)
-            return None
-        return Problem(str(source), f"its output {target} is also the output of {previous}; rename one")
-
-    for arg in inputs:
-        path = Path(arg)
-        if _GLOB_CHARS & set(arg) and not path.exists():
-            base, found = _glob_base(arg), False
-            for match in glob.iglob(arg, recursive=True):
-                m = Path(match)
-                sources = _walk(m, out_resolved) if m.is_dir() else [m] if m.suffix.lower() in IMAGE_SUFFIXES else []
-                for source in sources:
-                    found = True
-                    if (item := job(source, source.relative_to(base))) is not None:
-                        yield item
-            if not found:
-                yield Problem(arg, "no image files match this pattern")
-        elif path.is_dir():
-            found = False
-            for source in _walk(path, out_resolved):
-                found = True
-                if (item := job(source, source.relative_to(path))) is not None:
-                    yield item
-            if not found:
-                yield Problem(arg, f"no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        elif path.exists():
-            if (item := job(path, Path(path.name))) is not None:
-                yield item
-        else:
-            yield Problem(arg, "no such file or folder")
-
-
-# --- the per-image work done on I/O threads ---
-
-
-@dataclass
-class _Loaded:
-    job: Job
-    image: np.ndarray | None  # full-resolution BGR, kept only when the output needs its colours
-    shape: tuple[int, int]
-    model_input: np.ndarray  # CHW float32
+__all__ = ["MODES", "Job", "Pipeline", "Problem", "Summary", "plan_jobs"]
 
 
 @dataclass
@@ -198,28 +106,21 @@ class Pipeline:
             else:  # a bad background file is an ImageError for the caller: one line, before any work
                 self._bg_image = read_image(background, max_pixels=remover.max_pixels, order="bgr")[0]
         self._fitted_background = lru_cache(maxsize=4)(self._fit_background)
+        self._cleaned: set[Path] = set()
+        self._cleaned_lock = threading.Lock()
 
     # I/O-thread work ---------------------------------------------------------------
 
-    def _load(self, job: Job) -> _Loaded:
-        size = self.remover.spec.size
-        # A mask needs no full-resolution colours: a JPEG can decode at 1/2..1/4 scale, twice faster.
-        # Keeping >= 2x the model size there leaves the model input within ~0.4 grey levels on average.
-        image, shape = read_image(
-            job.source,
-            max_pixels=self.remover.max_pixels,
-            order="bgr",
-            reduce_to=2 * size if self.mode == "mask" else None,
-        )
-        small = cv2.cvtColor(resize_to_input(image, size), cv2.COLOR_BGR2RGB)
-        keep = None if self.mode == "mask" else image
-        return _Loaded(job, keep, shape, self.remover.prepare(small))
+    def _load(self, job: Job) -> Prepared:
+        # Masks need no full-resolution colours (a large JPEG may then decode at reduced scale);
+        # outputs with colours keep them in OpenCV's order, which the encoder takes as it is.
+        return self.remover.load_prepared(job.source, keep=None if self.mode == "mask" else "bgr")
 
     def _fit_background(self, shape: tuple[int, int]) -> np.ndarray:
         assert self._bg_image is not None
         return fit_background(self._bg_image, shape)
 
-    def _save(self, loaded: _Loaded, probability: np.ndarray) -> None:
+    def _save(self, job: Job, loaded: Prepared, probability: np.ndarray) -> None:
         mask = postprocess(probability, loaded.shape)
         if self.mode == "mask":
             out = mask
@@ -229,91 +130,121 @@ class Pipeline:
             background = self._bg_color if self._bg_image is None else self._fitted_background(loaded.shape)
             out = apply_composite(loaded.image, mask, background)
         loaded.image = None  # let the full-resolution copy go before the (slow) encode
-        write_atomic(loaded.job.target, encode_image(out, self.encode))
+        self._clean_folder(job.target.parent)
+        write_atomic(job.target, encode_image(out, self.encode))
+
+    def _clean_folder(self, folder: Path) -> None:
+        """Remove what killed runs left in an output folder, the first time this run writes there."""
+        with self._cleaned_lock:
+            if folder in self._cleaned:
+                return
+            self._cleaned.add(folder)
+        atomic.remove_stale(folder)
 
     # main thread ---------------------------------------------------------------------
 
     def run(self, inputs: Iterable[str]) -> Summary:
+        """Process every input; one line per failure to ``on_error``; returns the counts."""
         from tqdm import tqdm
 
-        summary = Summary(out_dir=self.out_dir)
-        jobs = iter_jobs(inputs, self.out_dir, self.encode.suffix)
+        plan = plan_jobs(inputs, self.out_dir, self.encode.suffix)
         if self.shard is not None:
-            jobs = self.shard.select(jobs, self.out_dir)
-        batch_size = self.remover.batch_size
-        loads: deque[tuple[Job, Future[_Loaded]]] = deque()
-        saves: deque[tuple[Job, Future[None]]] = deque()
-        batch: list[_Loaded] = []
-        bar = tqdm(unit="img", disable=None if self.progress else True, file=sys.stderr, dynamic_ncols=True)
-
-        def fail(name: str, message: str) -> None:
-            summary.failed += 1
-            bar.update()
-            # ImageError/BackendError messages already start with the file name.
-            self.on_error(message if message.startswith(name) else f"{name}: {message}")
-
-        def finish_save(job: Job, future: Future[None]) -> None:
-            try:
-                future.result()
-            except ImageError as exc:
-                fail(str(job.source), str(exc))
-            except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others
-                fail(str(job.source), f"cannot process: {type(exc).__name__}: {exc}")
-            else:
-                summary.ok += 1
-                bar.update()
-
-        def refill() -> None:
-            # Keep the loaders one batch plus one image per thread ahead of the engine, never further.
-            while len(loads) < batch_size + self.io_threads:
-                item = next(jobs, None)
-                if item is None:
-                    return
-                if isinstance(item, Problem):
-                    fail(item.name, item.message)
-                elif self.skip_existing and item.target.exists():
-                    summary.skipped += 1
-                    bar.update()
-                else:
-                    loads.append((item, pool.submit(self._load, item)))
-
-        def run_batch() -> None:
-            try:
-                probs = self.remover.predict(np.stack([b.model_input for b in batch]))
-            except Exception as exc:  # noqa: BLE001 - reported per file, like any other failure
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                for loaded in batch:
-                    fail(str(loaded.job.source), f"inference failed: {first}")
-            else:
-                for loaded, prob in zip(batch, probs, strict=True):
-                    saves.append((loaded.job, pool.submit(self._save, loaded, prob)))
-            batch.clear()
-            while saves and (saves[0][1].done() or len(saves) > self.io_threads):
-                finish_save(*saves.popleft())
-
+            plan = list(self.shard.select(plan, self.out_dir))
+        bar = tqdm(total=len(plan), unit="img", disable=None if self.progress else True, file=sys.stderr,
+                   dynamic_ncols=True)
+        run = _Run(self, Summary(out_dir=self.out_dir), bar)
         start = time.perf_counter()
-        pool = ThreadPoolExecutor(self.io_threads, thread_name_prefix="u2net-io")
         try:
-            refill()
-            while loads:
-                job, future = loads.popleft()
-                refill()
-                try:
-                    batch.append(future.result())
-                except ImageError as exc:
-                    fail(str(job.source), str(exc))
-                except Exception as exc:  # noqa: BLE001
-                    fail(str(job.source), f"cannot read: {type(exc).__name__}: {exc}")
-                if batch and (len(batch) >= batch_size or not loads):
-                    run_batch()
-            while saves:
-                finish_save(*saves.popleft())
+            run.process(plan)
         finally:
-            # On Ctrl-C: drop queued work, let running writes finish (they clean up after themselves).
-            pool.shutdown(wait=True, cancel_futures=True)
+            run.stop()
             bar.close()
-        summary.seconds = time.perf_counter() - start
-        return summary
+        run.summary.seconds = time.perf_counter() - start
+        return run.summary
+
+
+class _Run:
+    """The state of one ``Pipeline.run``: work in flight, counts, and the steps that move work along."""
+
+    def __init__(self, pipeline: Pipeline, summary: Summary, bar) -> None:
+        self.pipeline = pipeline
+        self.summary = summary
+        self.bar = bar
+        self.batch_size = pipeline.remover.batch_size
+        self.pool = ThreadPoolExecutor(pipeline.io_threads, thread_name_prefix="u2net-io")
+        self.loads: deque[tuple[Job, Future[Prepared]]] = deque()
+        self.batch: list[tuple[Job, Prepared]] = []
+        self.saves: deque[tuple[Job, Future[None]]] = deque()
+
+    def process(self, plan: Sequence[Job | Problem]) -> None:
+        items = iter(plan)
+        self.refill(items)
+        while self.loads:
+            job, future = self.loads.popleft()
+            self.refill(items)
+            ok, loaded = self.outcome(job, future, "cannot read")
+            if ok:
+                self.batch.append((job, loaded))
+            if self.batch and (len(self.batch) >= self.batch_size or not self.loads):
+                self.run_batch()
+        while self.saves:
+            self.finish_save()
+
+    def refill(self, items: Iterable[Job | Problem]) -> None:
+        """Keep the loaders one batch plus one image per thread ahead of the engine, never further."""
+        while len(self.loads) < self.batch_size + self.pipeline.io_threads:
+            item = next(items, None)  # type: ignore[call-overload]
+            if item is None:
+                return
+            if isinstance(item, Problem):
+                self.fail(item.name, item.message)
+            elif self.pipeline.skip_existing and item.target.exists():
+                self.summary.skipped += 1
+                self.bar.update()
+            else:
+                self.loads.append((item, self.pool.submit(self.pipeline._load, item)))
+
+    def run_batch(self) -> None:
+        try:
+            probs = self.pipeline.remover.predict(np.stack([loaded.model_input for _, loaded in self.batch]))
+        except Exception as exc:  # noqa: BLE001 - reported per file, like any other failure
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            for job, _ in self.batch:
+                self.fail(str(job.source), f"inference failed: {first}")
+        else:
+            for (job, loaded), prob in zip(self.batch, probs, strict=True):
+                self.saves.append((job, self.pool.submit(self.pipeline._save, job, loaded, prob)))
+        self.batch.clear()
+        while self.saves and (self.saves[0][1].done() or len(self.saves) > self.pipeline.io_threads):
+            self.finish_save()
+
+    def finish_save(self) -> None:
+        job, future = self.saves.popleft()
+        if self.outcome(job, future, "cannot process")[0]:
+            self.summary.ok += 1
+            self.bar.update()
+
+    def outcome(self, job: Job, future: Future, what: str) -> tuple[bool, object]:
+        """(True, the future's result), or (False, None) after reporting its failure as one line."""
+        try:
+            return True, future.result()
+        except ImageError as exc:
+            self.fail(str(job.source), str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others
+            self.fail(str(job.source), f"{what}: {type(exc).__name__}: {exc}")
+        return False, None
+
+    def fail(self, name: str, message: str) -> None:
+        self.summary.failed += 1
+        self.bar.update()
+        # ImageError/BackendError messages already start with the file name.
+        self.pipeline.on_error(message if message.startswith(name) else f"{name}: {message}")
+
+    def stop(self) -> None:
+        """On success a no-op; on Ctrl-C/SIGTERM: drop queued work, let running writes finish (they
+        clean up after themselves), then remove any temporary file still there."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        atomic.remove_live()
 
 
 def _print_error(line: str) -> None:

@@ -85,14 +85,20 @@ class PreprocessSpec:
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any decoded image (gray, gray+alpha, RGB, RGBA, 8- or 16-bit) as 8-bit, 3-channel RGB.
+    """Any image array (gray, gray+alpha, RGB, RGBA; 8/16-bit, other integers, float) as 8-bit, 3-channel RGB.
 
-    Arrays given to the public API are taken as RGB(A), as numpy users expect.
+    Arrays given to the public API are taken as RGB(A), as numpy users expect. The value rule:
+    uint8 is 0..255, uint16 0..65535 (high byte kept), other integer arrays must hold 0..255, and
+    float arrays must hold 0..1 (scaled by 255, as ``skimage``/Pillow-to-float conversions produce).
+    Anything else raises ``ValueError`` naming the problem; nothing is silently clipped or mis-scaled.
     """
+    check_image_array(image)
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = (image.astype(np.float32) * np.float32(255) + np.float32(0.5)).astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
+        image = image.astype(np.uint8)
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     channels = image.shape[2]
@@ -103,6 +109,33 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     if channels == 4:
         return np.ascontiguousarray(image[:, :, :3])
     return image
+
+
+def check_image_array(image: np.ndarray) -> None:
+    """ValueError naming what is wrong with an image array's type, shape or values (see ``to_rgb8``)."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy image array, not {type(image).__name__}")
+    shape = image.shape
+    if image.ndim == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"image array has shape {shape}, which looks channels-first (C, H, W); "
+                         "pass image.transpose(1, 2, 0) for (H, W, C)")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and shape[2] not in (1, 2, 3, 4)):
+        raise ValueError(f"image array has shape {shape}; expected (H, W) or (H, W, C) with C = 1, 2, 3 or 4")
+    if image.size == 0:
+        raise ValueError(f"image array is empty (shape {shape})")
+    kind = image.dtype.kind
+    if kind == "f":
+        lo, hi = float(image.min()), float(image.max())
+        if not (np.isfinite(lo) and np.isfinite(hi) and 0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"float image with values in [{lo:g}, {hi:g}]: float images must hold 0..1 "
+                             "(for 0..255 data pass image.astype(np.uint8))")
+    elif kind in "iu" and image.dtype not in (np.uint8, np.uint16):
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"{image.dtype} image with values in [{lo}, {hi}]: integer images other than "
+                             "uint16 must hold 0..255")
+    elif kind not in "iu":
+        raise ValueError(f"image array of dtype {image.dtype}; expected uint8, uint16 or float in 0..1")
 
 
 def resize_to_input(image: np.ndarray, size: int) -> np.ndarray:
@@ -127,9 +160,17 @@ def normalize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
+def prepare_input(image: np.ndarray, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:
+    """One image of any size -> the model's CHW float32 input. ``bgr``: a 3-channel uint8 image in
+    OpenCV's order (converted after resizing: the same numbers as converting first, less work)."""
+    if bgr:
+        return normalize(cv2.cvtColor(resize_to_input(image, spec.size), cv2.COLOR_BGR2RGB), spec)
+    return normalize(resize_to_input(to_rgb8(image), spec.size), spec)
+
+
 def preprocess(images: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     """RGB uint8 images of any sizes -> one float32 batch (N, 3, size, size)."""
-    return np.stack([normalize(resize_to_input(to_rgb8(img), spec.size), spec) for img in images])
+    return np.stack([prepare_input(img, spec) for img in images])
 
 
 def postprocess(prediction: np.ndarray, size: tuple[int, int]) -> np.ndarray:

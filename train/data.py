@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from runtime import io as runtime_io
 from runtime.preprocess import PreprocessSpec, normalize, preprocess, resize_to_input
 
 log = logging.getLogger(__name__)
@@ -91,31 +91,23 @@ def find_folders(root: str | os.PathLike, role: str = "train") -> tuple[Path, Pa
     raise DataError(f"{root}: no images/ + masks/ or DUTS-style NAME-Image/ + NAME-Mask/ folders inside")
 
 
-def _is_truncated_jpeg(path: Path) -> bool:
-    """A JPEG without its end-of-image marker: OpenCV would decode it with a grey bottom, not fail."""
-    data = path.read_bytes()
-    if data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-        return False
-    return b"\xff\xd9" not in data[len(data) // 2 :]  # some cameras append data after the marker
+def _read(path: Path, order: str) -> np.ndarray:
+    """The project's one image reader (``runtime.io.read_image``); its one-line errors as DataError."""
+    try:
+        return runtime_io.read_image(path, order=order)[0]
+    except runtime_io.ImageError as exc:
+        message, full = str(exc), str(path)
+        raise DataError(path.name + message[len(full):] if message.startswith(full) else message) from None
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 H×W×3; raises ``DataError`` for unreadable or truncated files."""
-    if path.suffix.lower() in (".jpg", ".jpeg") and _is_truncated_jpeg(path):
-        raise DataError(f"{path.name}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path.name}: cannot be decoded as an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """RGB uint8 H×W×3; raises ``DataError`` for unreadable, truncated or non-regular files."""
+    return _read(path, "rgb")
 
 
 def read_mask(path: Path) -> np.ndarray:
     """uint8 H×W mask, 0..255; raises ``DataError`` for unreadable files."""
-    if path.suffix.lower() in (".jpg", ".jpeg") and _is_truncated_jpeg(path):
-        raise DataError(f"{path.name}: truncated JPEG (no end-of-image marker)")
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise DataError(f"{path.name}: cannot be decoded as a mask")
+    mask = _read(path, "gray")
     if mask.max() == 1:  # some data sets store 0/1 labels; they mean 0/255
         mask = mask * np.uint8(255)
     return mask
@@ -172,6 +164,10 @@ def collect_pairs(root: str | os.PathLike, role: str = "train", workers: int = 4
     report = DataReport(root=Path(root), pairs=[])
     report.problems = {"without mask": [], "unreadable": [], "size mismatch": []}
     report.notes = {"masks without image": sorted(masks[s].name for s in masks.keys() - images.keys())}
+    report.problems["unreadable"] = [  # named, never silently skipped
+        f"{path.name}: {path.suffix[1:].upper()} is a format the image reader cannot decode"
+        for path in sorted(images_dir.iterdir()) if path.suffix.lower() in runtime_io.UNDECODABLE_SUFFIXES
+    ]
     candidates = []
     for stem in sorted(images):
         if stem in masks:

@@ -64,6 +64,11 @@ class Backend(ABC):
         return max(1, min(GPU_PREFERRED_BATCH, self.max_batch))
 
     @property
+    def on_host(self) -> bool:
+        """True when inference runs on this machine's CPU, whose memory then bounds the batch."""
+        return False
+
+    @property
     def primary_output(self) -> str:
         return PRIMARY_OUTPUT if PRIMARY_OUTPUT in self.output_names else self.output_names[0]
 

@@ -108,6 +108,10 @@ class OnnxRuntimeBackend(Backend):
         self.max_batch = batch_dim or _UNBOUNDED_BATCH
 
     @property
+    def on_host(self) -> bool:
+        return self.provider == "cpu"
+
+    @property
     def preferred_batch(self) -> int:
         # On a CPU batching gains nothing and delays the first results.
         return 1 if self.provider == "cpu" else super().preferred_batch
