@@ -20,6 +20,7 @@ from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, 
 from benchmarks.runners import RowSpec, available_rows
 from export.verify import sample_images
 from runtime.atomic import atomic_path
+from runtime.logs import setup_logging
 from runtime.preprocess import postprocess, preprocess
 
 log = logging.getLogger("benchmarks.fps")
@@ -171,7 +172,7 @@ def plot(records: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    setup_logging(default=logging.INFO if args.verbose else logging.WARNING)
     variants = [v.strip() for v in args.models.split(",") if v.strip()]
     unknown = [v for v in variants if v not in PAPER_FPS]
     if unknown:

@@ -1,91 +1,45 @@
-"""One small runner per backend behind one interface, so the benchmarks never branch on backends.
+"""The benchmark rows: which backends this machine can run, each made on demand.
 
-``stage`` puts a preprocessed batch where the model reads it (device memory for GPU PyTorch),
-``run_staged`` runs the network alone and waits for it (model-only time), ``run`` goes from a
-host array to a host array (host<->device copies included, as end-to-end time needs).
+Every row makes a ``runtime.backends.base.Backend`` (PyTorch through ``export.torch_backend``), so
+the benchmarks never branch on backends: ``stage`` puts a preprocessed batch where the model reads
+it (device memory for GPU PyTorch), ``run_staged`` runs the network alone and waits for it
+(model-only time), ``run`` goes from a host array to a host array (host<->device copies included,
+as end-to-end time needs).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from benchmarks.common import CACHE_DIR
+from runtime.backends import Backend, open_backend
 from runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
 
-class Runner(Protocol):
-    spec: PreprocessSpec
-
-    def stage(self, batch: np.ndarray) -> Any: ...
-
-    def run_staged(self, staged: Any) -> Any: ...
-
-    def run(self, batch: np.ndarray) -> np.ndarray: ...
-
-
 @dataclass
 class RowSpec:
-    """A benchmark row before it runs: what it is and how to make its runner."""
+    """A benchmark row before it runs: what it is and how to open its backend."""
 
     model: str
     backend: str
     precision: str
     device: str
-    make: Callable[[], Runner]
+    make: Callable[[], Backend]
 
 
-class TorchRunner:
-    def __init__(self, model: Any, spec: PreprocessSpec, device: str = "cpu", half: bool = False,
-                 channels_last: bool = False, compile_mode: str | None = None) -> None:
-        import torch
+def torch_backend(model: Any, spec: PreprocessSpec, variant: str = "unknown", device: str = "cpu",
+                  **options: Any) -> Backend:  # fmt: skip
+    from export.torch_backend import TorchBackend
 
-        self.torch, self.spec, self.device = torch, spec, torch.device(device)
-        self.dtype = torch.float16 if half else torch.float32
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        net = copy.deepcopy(model).eval().to(self.device, self.dtype, memory_format=self.memory_format)
-        # "reduce-overhead" captures CUDA graphs: the launch overhead of U²-Net's ~200 small kernels goes away.
-        self.net = torch.compile(net, mode=compile_mode) if compile_mode else net
-
-    def stage(self, batch: np.ndarray) -> Any:
-        return self.torch.from_numpy(batch).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
-
-    def run_staged(self, staged: Any) -> Any:
-        with self.torch.inference_mode():
-            out = self.net(staged)
-            if self.device.type == "cuda":
-                out = out.clone()  # CUDA-graph outputs are overwritten by the next replay
-                self.torch.cuda.synchronize()
-        return out
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.run_staged(self.stage(batch)).float().cpu().numpy()
-
-
-class BackendRunner:
-    """The runtime's own backends (ONNX Runtime, TensorRT): exactly what users run."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend, self.spec = backend, backend.spec
-
-    def stage(self, batch: np.ndarray) -> np.ndarray:
-        return batch
-
-    def run_staged(self, staged: np.ndarray) -> np.ndarray:
-        return self.backend.run(staged)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.backend.run(batch)
+    return TorchBackend(model, spec, variant, device=device, **options)
 
 
 def load_torch_model(variant: str, ckpt: Path | None) -> Any:
@@ -109,11 +63,11 @@ def cached_onnx(variant: str, size: int, ckpt: Path | None, fp16: bool = False) 
     fp32_path = folder / f"{variant}.onnx"
     fp16_path = folder / f"{variant}.fp16.onnx"
     if not fp32_path.exists():
-        from export.onnx import export_onnx
+        from export.onnx import export_onnx, onnx_artifact
 
         folder.mkdir(parents=True, exist_ok=True)
         log.info("exporting %s (%s weights) to %s", variant, tag, fp32_path)
-        export_onnx(load_torch_model(variant, ckpt), fp32_path, variant=variant, spec=PreprocessSpec(size=size))
+        export_onnx(load_torch_model(variant, ckpt), fp32_path, onnx_artifact(variant, PreprocessSpec(size=size)))
     if fp16 and not fp16_path.exists():
         from export.fp16 import convert_to_fp16
 
@@ -155,8 +109,6 @@ def cached_engine(variant: str, size: int, ckpt: Path | None, max_batch: int) ->
 def available_rows(variants: list[str], size: int, ckpt: Path | None, max_batch: int,
                    backends: set[str] | None = None) -> list[RowSpec]:
     """Every backend this machine can run, for each variant; ``backends`` filters by name."""
-    from runtime.backends.onnxrt import OnnxRuntimeBackend
-
     spec = PreprocessSpec(size=size)
     has_torch = importlib.util.find_spec("torch") is not None
     cuda = False
@@ -174,20 +126,20 @@ def available_rows(variants: list[str], size: int, ckpt: Path | None, max_batch:
     for v in variants:
         def torch_row(backend: str, precision: str, device: str, v: str = v, **kw: Any) -> RowSpec:
             return RowSpec(v, backend, precision, device,
-                           lambda: TorchRunner(load_torch_model(v, ckpt), spec, device, **kw))
+                           lambda: torch_backend(load_torch_model(v, ckpt), spec, v, device, **kw))
 
         def ort_row(provider: str, precision: str, v: str = v) -> RowSpec:
-            return RowSpec(v, "onnxruntime", precision, provider, lambda: BackendRunner(
-                OnnxRuntimeBackend(cached_onnx(v, size, ckpt, fp16=precision == "fp16"), provider=provider)))
+            return RowSpec(v, "onnxruntime", precision, provider, lambda: open_backend(
+                cached_onnx(v, size, ckpt, fp16=precision == "fp16"), provider=provider))
 
         if has_trt:
-            rows.append(RowSpec(v, "tensorrt", "fp16", "cuda", lambda v=v: BackendRunner(
-                _trt_backend(cached_engine(v, size, ckpt, max_batch)))))
+            rows.append(RowSpec(v, "tensorrt", "fp16", "cuda",
+                                lambda v=v: open_backend(cached_engine(v, size, ckpt, max_batch))))
         if ort_cuda:
             rows += [ort_row("cuda", "fp32"), ort_row("cuda", "fp16")]
         rows.append(ort_row("cpu", "fp32"))
-        rows.append(RowSpec(v, "onnxruntime", "int8 (u8s8)", "cpu", lambda v=v: BackendRunner(
-            OnnxRuntimeBackend(cached_int8(v, size, ckpt, "ort"), provider="cpu"))))
+        rows.append(RowSpec(v, "onnxruntime", "int8 (u8s8)", "cpu", lambda v=v: open_backend(
+            cached_int8(v, size, ckpt, "ort"), provider="cpu")))
         if has_openvino:
             rows += openvino_rows(v, size, ckpt)
         if cuda:
@@ -204,17 +156,14 @@ def available_rows(variants: list[str], size: int, ckpt: Path | None, max_batch:
     return rows
 
 
-def openvino_rows(variant: str, size: int, ckpt: Path | None, hint: str = "LATENCY") -> list[RowSpec]:
+
+def openvino_rows(variant: str, size: int, ckpt: Path | None) -> list[RowSpec]:
     """OpenVINO FP32, BF16 (where the CPU has it natively) and both INT8 Q/DQ forms."""
     from runtime.cpu_info import native_bf16
 
     def row(precision: str, label: str, path: Callable[[], Path]) -> RowSpec:
-        def make() -> Runner:
-            from runtime.backends.openvino import OpenVINOBackend
-
-            return BackendRunner(OpenVINOBackend(path(), precision=precision, hint=hint))
-
-        return RowSpec(variant, "openvino", label, "cpu", make)
+        return RowSpec(variant, "openvino", label, "cpu",
+                       lambda: open_backend(path(), backend="openvino", precision=precision))
 
     rows = [row("fp32", "fp32", lambda: cached_onnx(variant, size, ckpt))]
     if native_bf16():
@@ -222,9 +171,3 @@ def openvino_rows(variant: str, size: int, ckpt: Path | None, hint: str = "LATEN
     rows += [row("int8", "int8 (u8s8)", lambda: cached_int8(variant, size, ckpt, "ort")),
              row("int8", "int8 (s8s8)", lambda: cached_int8(variant, size, ckpt, "symmetric"))]
     return rows
-
-
-def _trt_backend(plan: Path) -> Any:
-    from runtime.backends.trt import TensorRTBackend
-
-    return TensorRTBackend(plan)

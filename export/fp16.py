@@ -7,7 +7,6 @@ in FP32 (casts around each upsample), which both accept.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -18,8 +17,8 @@ import onnx
 from onnxconverter_common.float16 import convert_float_to_float16
 
 from export.errors import ExportError
-from export.onnx import pin_ir_version, read_metadata, save_atomic, write_metadata
-from runtime.preprocess import METADATA_PREFIX
+from export.onnx import artifact_of, pin_ir_version, save_atomic, write_artifact
+from runtime.artifact import Artifact
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,15 @@ def _unique_node_names(graph: onnx.GraphProto) -> None:
         node.name = name
 
 
-def convert_to_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Convert the FP32 ONNX ``src`` to FP16 at ``dst`` (atomic write); metadata kept, precision "fp16"."""
+def convert_to_fp16(src: str | os.PathLike, dst: str | os.PathLike, artifact: Artifact | None = None) -> Path:
+    """Convert the FP32 ONNX ``src`` to FP16 at ``dst`` (atomic write). Its artifact (``src``'s own
+    when not given) is kept with precision "fp16"."""
     src, dst = Path(src), Path(dst)
     try:
         model = onnx.load(src)
     except Exception as exc:  # protobuf raises several types for a file that is not ONNX
         raise ExportError(f"{src}: not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from None
-    props = read_metadata(model)
+    artifact = (artifact or artifact_of(model, src)).replace(precision="fp16")
     _unique_node_names(model.graph)
     with warnings.catch_warnings():
         # The converter warns about every value it clamps into FP16 range; the verification step
@@ -53,8 +53,7 @@ def convert_to_fp16(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         warnings.simplefilter("ignore", UserWarning)
         half = convert_float_to_float16(model, keep_io_types=True)
     _unique_node_names(half.graph)  # the inserted Casts must not collide either
-    props[f"{METADATA_PREFIX}precision"] = json.dumps("fp16")
-    write_metadata(half, props)
+    write_artifact(half, artifact)
     pin_ir_version(half)
     try:
         save_atomic(half, dst)

@@ -15,7 +15,6 @@ CPU") and are recorded in each file's metadata (``u2net.int8.*``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -27,9 +26,9 @@ import numpy as np
 import onnx
 
 from export.errors import ExportError
-from export.onnx import pin_ir_version, read_metadata, save_atomic, write_metadata
+from export.onnx import artifact_of, load_onnx, pin_ir_version, save_atomic, write_artifact
 from runtime import atomic
-from runtime.preprocess import METADATA_PREFIX, PreprocessSpec, preprocess
+from runtime.preprocess import PreprocessSpec, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +163,9 @@ def convert_to_int8(
         raise ExportError(f"{dst}: unknown calibration method {calib.method!r}; choose {', '.join(METHODS)}")
     if not images:
         raise ExportError(f"{dst}: INT8 calibration needs at least one image")
-    try:
-        model = onnx.load(src)
-    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
-        raise ExportError(f"{src}: not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from None
-    props = read_metadata(model)
-    spec = PreprocessSpec.from_metadata(props)
+    model = load_onnx(src)
+    artifact = artifact_of(model, src)
+    spec = artifact.spec
     nodes = excluded_nodes(model, calib.exclude)
     staged = dst.with_name(atomic.temp_name(".onnx"))
     try:
@@ -184,16 +180,14 @@ def convert_to_int8(
         raise ExportError(f"{dst}: INT8 quantization failed: {first[:200]}") from None
     finally:
         staged.unlink(missing_ok=True)
-    props.update({f"{METADATA_PREFIX}{k}": json.dumps(v) for k, v in {
-        "precision": "int8",
-        "int8.form": "s8s8-symmetric" if form == "symmetric" else "u8s8",
-        "int8.calibration": calib.method + (f"-{DEFAULT_PERCENTILE:g}" if calib.method == "percentile" else ""),
-        "int8.calibration_images": len(images),
-        "int8.calibration_source": Path(calib.source).name or calib.source,
-        "int8.fp32_nodes": nodes,
-        "int8.engines": ["tensorrt", "openvino"] if form == "symmetric" else ["onnxruntime", "openvino"],
-    }.items()})
-    write_metadata(quantized, props)
+    write_artifact(quantized, artifact.replace(precision="int8", int8={
+        "form": "s8s8-symmetric" if form == "symmetric" else "u8s8",
+        "calibration": calib.method + (f"-{DEFAULT_PERCENTILE:g}" if calib.method == "percentile" else ""),
+        "calibration_images": len(images),
+        "calibration_source": Path(calib.source).name or calib.source,
+        "fp32_nodes": nodes,
+        "engines": ["tensorrt", "openvino"] if form == "symmetric" else ["onnxruntime", "openvino"],
+    }))
     pin_ir_version(quantized)
     try:
         save_atomic(quantized, dst)

@@ -1,4 +1,4 @@
-"""PyTorch U²-Net -> FP32 ONNX with the preprocessing spec in ``metadata_props``.
+"""PyTorch U²-Net -> FP32 ONNX with its ``Artifact`` (preprocessing spec, variant...) in ``metadata_props``.
 
 Uses the TorchScript exporter (``dynamo=False``): it needs no onnxscript, traces U²-NetP in
 seconds and writes every bilinear upsample as an opset-11+ ``Resize`` whose output size comes
@@ -8,14 +8,11 @@ from the skip tensor's runtime shape, so dynamic batch and dynamic H/W really ar
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
 
 import onnx
 import torch
@@ -23,7 +20,9 @@ from torch import nn
 
 from export.errors import ExportError
 from runtime import atomic
-from runtime.preprocess import METADATA_PREFIX, PreprocessSpec
+from runtime.artifact import Artifact
+from runtime.errors import BackendError
+from runtime.preprocess import PreprocessSpec
 from train.model import U2Net
 
 log = logging.getLogger(__name__)
@@ -46,19 +45,30 @@ def project_version() -> str:
         return "0+unknown"
 
 
-def encode_metadata(values: Mapping[str, Any]) -> dict[str, str]:
-    """Plain values -> the JSON-encoded strings every ``u2net.*`` metadata value is stored as."""
-    return {key: json.dumps(value) for key, value in values.items()}
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """The model (external weight files are not loaded); one ExportError line when it is not ONNX."""
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
+        raise ExportError(f"{path}: not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from None
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {prop.key: prop.value for prop in model.metadata_props}
+def read_artifact(path: str | os.PathLike) -> Artifact:
+    """The ``Artifact`` in an ONNX file's metadata; one ExportError line when it is unreadable."""
+    return artifact_of(load_onnx(path), path)
 
 
-def write_metadata(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
-    """Replace ``metadata_props`` with ``props`` (already-encoded strings)."""
+def artifact_of(model: onnx.ModelProto, path: str | os.PathLike) -> Artifact:
+    try:
+        return Artifact.from_onnx_props({prop.key: prop.value for prop in model.metadata_props}, path)
+    except BackendError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def write_artifact(model: onnx.ModelProto, artifact: Artifact) -> None:
+    """Replace ``metadata_props`` with the artifact's ``u2net.*`` keys."""
     del model.metadata_props[:]
-    for key, value in sorted(props.items()):
+    for key, value in sorted(artifact.to_onnx_props().items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
 
@@ -103,24 +113,35 @@ def output_names(all_outputs: bool) -> list[str]:
     return [OUTPUT_NAME, *SIDE_NAMES] if all_outputs else [OUTPUT_NAME]
 
 
-def export_onnx(
-    model: U2Net,
-    out_path: str | os.PathLike,
-    *,
+def onnx_artifact(
     variant: str,
     spec: PreprocessSpec,
+    *,
     opset: int = 17,
     dynamic_hw: bool = False,
     all_outputs: bool = False,
-    extra_metadata: Mapping[str, Any] | None = None,
-) -> Path:
-    """Export ``model`` (FP32) to ``out_path``; returns the path.
+    source: Path | None = None,
+    source_sha256: str | None = None,
+) -> Artifact:
+    """What ``export_onnx`` writes: an FP32 file of ``variant`` at ``spec``, from checkpoint ``source``."""
+    return Artifact(
+        variant=variant, precision="fp32", spec=spec, opset=opset, outputs=tuple(output_names(all_outputs)),
+        dynamic_hw=dynamic_hw, source=source.name if source else None, source_sha256=source_sha256,
+        version=project_version(),
+    )  # fmt: skip
 
-    Input ``image`` float32 (N, 3, S, S) with S = ``spec.size`` (N always dynamic; H and W too with
-    ``dynamic_hw``); output ``mask`` float32 (N, 1, H, W) fused probabilities, then ``side1..side6``
-    with ``all_outputs``. ``extra_metadata`` holds plain values (JSON-encoded here), e.g.
-    ``{"u2net.source_sha256": "..."}``.
+
+def export_onnx(model: U2Net, out_path: str | os.PathLike, artifact: Artifact) -> Path:
+    """Export ``model`` (FP32) to ``out_path`` as ``artifact`` describes it (``onnx_artifact``); returns the path.
+
+    Input ``image`` float32 (N, 3, S, S) with S = ``artifact.spec.size`` (N always dynamic; H and W
+    too with ``dynamic_hw``); outputs ``artifact.outputs``: ``mask`` float32 (N, 1, H, W) fused
+    probabilities, then ``side1..side6`` when all outputs are exported.
     """
+    spec, opset, dynamic_hw, variant = artifact.spec, artifact.opset or 17, artifact.dynamic_hw, artifact.variant
+    all_outputs = len(artifact.outputs) > 1
+    if artifact.outputs != tuple(output_names(all_outputs)):
+        raise ExportError(f"{out_path}: cannot export outputs {list(artifact.outputs)}")
     out_path = Path(out_path)
     check_options(out_path, opset, spec.size)
     names = output_names(all_outputs)
@@ -159,21 +180,7 @@ def export_onnx(
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)
-    props = spec.to_metadata()
-    props.update(
-        encode_metadata(
-            {
-                f"{METADATA_PREFIX}variant": variant,
-                f"{METADATA_PREFIX}precision": "fp32",
-                f"{METADATA_PREFIX}version": project_version(),
-                f"{METADATA_PREFIX}opset": opset,
-                f"{METADATA_PREFIX}dynamic_hw": dynamic_hw,
-                f"{METADATA_PREFIX}outputs": names,
-                **(extra_metadata or {}),
-            }
-        )
-    )
-    write_metadata(proto, props)
+    write_artifact(proto, artifact.replace(opset=opset))
     proto.producer_name, proto.producer_version = PRODUCER, project_version()
     proto.doc_string = f"{variant} salient-object mask: input '{INPUT_NAME}', output '{OUTPUT_NAME}' (probabilities)"
     pin_ir_version(proto)

@@ -29,10 +29,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from export import int8 as int8_export
 from export.errors import ExportError
 from export.fp16 import convert_to_fp16
-from export.onnx import MAX_OPSET, METADATA_PREFIX, MIN_OPSET, check_options, export_onnx
+from export.onnx import MAX_OPSET, MIN_OPSET, check_options, export_onnx, onnx_artifact, read_artifact
 from export.verify import SOD_DIR, Comparison, ParityCheck
 from runtime import atomic
 from runtime.argtypes import positive_int
+from runtime.artifact import Artifact
+from runtime.logs import setup_logging
 from runtime.preprocess import PreprocessSpec
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.model import MODEL_NAMES
@@ -43,14 +45,26 @@ DEFAULT_SIZE = 320
 
 
 @dataclass(frozen=True)
-class Artifact:
-    """One verified file at its final path."""
+class ExportedFile:
+    """One verified file at its final path, with what it is and how it compared with PyTorch."""
 
     path: Path
-    precision: str
+    artifact: Artifact
     comparison: Comparison
-    variant: str = ""
-    input_shape: str = ""  # e.g. "(N,3,320,320)" or "(N,3,H,W)"
+
+    @property
+    def precision(self) -> str:
+        return self.artifact.precision
+
+    @property
+    def variant(self) -> str:
+        return self.artifact.variant
+
+    @property
+    def input_shape(self) -> str:
+        """e.g. "(N,3,320,320)" or "(N,3,H,W)"."""
+        size = self.artifact.spec.size
+        return f"(N,3,{'H,W' if self.artifact.dynamic_hw else f'{size},{size}'})"
 
     @property
     def size_bytes(self) -> int:
@@ -126,9 +140,9 @@ def _staging(out: Path) -> Iterator[Path]:
                     break
 
 
-def _publish(staged: list[Artifact], folder: Path) -> list[Artifact]:
+def _publish(staged: list[ExportedFile], folder: Path) -> list[ExportedFile]:
     """Rename verified files into place, all or none."""
-    artifacts: list[Artifact] = []
+    artifacts: list[ExportedFile] = []
     try:
         for artifact in staged:
             final = folder / artifact.path.name
@@ -156,8 +170,8 @@ def run_export(
     calib_count: int = int8_export.DEFAULT_CALIB_COUNT,
     calib_method: str = int8_export.DEFAULT_METHOD,
     progress: bool = False,
-) -> list[Artifact]:
-    """``export_checkpoint`` that also returns each file's verification numbers.
+) -> list[ExportedFile]:
+    """``export_checkpoint`` that also returns each file's ``Artifact`` and verification numbers.
 
     ``int8``: also write ``X.int8.onnx`` (symmetric s8/s8: TensorRT, OpenVINO) and ``X.int8-ort.onnx``
     (u8/s8: ONNX Runtime), calibrated on ``calib_count`` photos of ``calib`` (default: the SOD photos
@@ -185,31 +199,28 @@ def run_export(
             raise ExportError(str(exc)) from None
         spec = spec_from_meta(loaded.meta, size, ckpt)
         check_options(out, opset, spec.size)
-        extra = {f"{METADATA_PREFIX}source_sha256": file_sha256(ckpt), f"{METADATA_PREFIX}source": ckpt.name}
+        artifact = onnx_artifact(loaded.variant, spec, opset=opset, dynamic_hw=dynamic_hw, all_outputs=all_outputs,
+                                 source=ckpt, source_sha256=file_sha256(ckpt))  # fmt: skip
         parity = ParityCheck(loaded.model, spec=spec)
         with _staging(out) as stage:
             step(1)
-            fp32 = export_onnx(
-                loaded.model, stage / out.name, variant=loaded.variant, spec=spec, opset=opset,
-                dynamic_hw=dynamic_hw, all_outputs=all_outputs, extra_metadata=extra,
-            )
-            shape = f"(N,3,{'H,W' if dynamic_hw else f'{spec.size},{spec.size}'})"
+            fp32 = export_onnx(loaded.model, stage / out.name, artifact)
             step(2)
-            staged = [Artifact(fp32, "fp32", _verify(parity, fp32, "fp32"), loaded.variant, shape)]
+            staged = [ExportedFile(fp32, artifact, _verify(parity, fp32, "fp32"))]
             if fp16:
                 step(3)
-                half = convert_to_fp16(fp32, stage / fp16_path(out).name)
+                half_artifact = artifact.replace(precision="fp16")
+                half = convert_to_fp16(fp32, stage / fp16_path(out).name, half_artifact)
                 step(4)
-                staged.append(Artifact(half, "fp16", _verify(parity, half, "fp16"), loaded.variant, shape))
+                staged.append(ExportedFile(half, half_artifact, _verify(parity, half, "fp16")))
             if calib_set is not None:
                 images, calibration = calib_set
                 for form in int8_export.FORMS:
                     step(steps.index(f"calibrate INT8 {form}"))
-                    quant = int8_export.convert_to_int8(fp32, stage / int8_export.int8_path(out, form).name, images, form=form,
-                                            calibration=calibration, cache=stage / "ranges.json")
+                    quant = int8_export.convert_to_int8(fp32, stage / int8_export.int8_path(out, form).name, images,
+                                                        form=form, calibration=calibration, cache=stage / "ranges.json")
                     step(steps.index(f"verify INT8 {form}"))
-                    staged.append(Artifact(quant, "int8", _verify(parity, quant, "int8"), loaded.variant, shape))
-                (stage / "ranges.json").unlink(missing_ok=True)
+                    staged.append(ExportedFile(quant, read_artifact(quant), _verify(parity, quant, "int8")))
             bar.update()
             return _publish(staged, out.parent)
 
@@ -282,9 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(default=logging.INFO if args.verbose else logging.WARNING)
     try:
         with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
             artifacts = run_export(

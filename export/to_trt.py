@@ -20,15 +20,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from export.errors import ExportError
 from export.fp16 import convert_to_fp16
+from export.onnx import artifact_of, load_onnx
 from export.to_onnx import fp16_path, run_export
-from export.trt import BuildOptions, Profile, TensorRTUnavailable, build_engine, onnx_weight_precision
+from export.trt import BuildOptions, Profile, TensorRTUnavailable, build_engine, weight_precision
 from runtime.argtypes import positive_float, positive_int
+from runtime.artifact import Artifact
+from runtime.logs import setup_logging
 from train.model import MODEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -44,22 +48,35 @@ def default_output(source: Path) -> Path:
     return source.with_name(stem + ".plan")
 
 
-def onnx_from_checkpoint(
-    ckpt: Path, plan: Path, *, model: str, size: int | None, fp16: bool
-) -> tuple[Path, Path | None]:
+@dataclass(frozen=True)
+class EngineSources:
+    """The ONNX files an engine is built from, and their artifact (read or made once, passed on)."""
+
+    fp32: Path | None
+    fp16: Path | None
+    artifact: Artifact
+
+    @property
+    def written(self) -> list[Path]:
+        return [p for p in (self.fp32, self.fp16) if p is not None]
+
+
+def onnx_from_checkpoint(ckpt: Path, plan: Path, *, model: str, size: int | None, fp16: bool) -> EngineSources:
     """Export and verify ``plan.onnx`` (and ``plan.fp16.onnx``) from a checkpoint."""
-    artifacts = run_export(
+    exported = run_export(
         ckpt, plan.with_suffix(".onnx"), model=model, size=size, fp16=fp16, progress=sys.stderr.isatty()
     )
-    for artifact in artifacts:
-        print(f"wrote {artifact.path} ({artifact.precision}): {artifact.comparison.summary()}")
-    paths = {a.precision: a.path for a in artifacts}
-    return paths["fp32"], paths.get("fp16")
+    for file in exported:
+        print(f"wrote {file.path} ({file.precision}): {file.comparison.summary()}")
+    paths = {f.precision: f.path for f in exported}
+    return EngineSources(paths["fp32"], paths.get("fp16"), exported[-1].artifact)
 
 
-def onnx_from_onnx(source: Path, plan: Path, *, fp16: bool) -> tuple[Path | None, Path | None]:
-    """Use an existing ONNX file; make the FP16 copy beside the plan when an FP16 engine needs one."""
-    if onnx_weight_precision(source) == "fp16":
+def onnx_from_onnx(source: Path, plan: Path, *, fp16: bool) -> EngineSources:
+    """Use an existing ONNX file (read once); make the FP16 copy beside the plan when an FP16 engine needs one."""
+    model = load_onnx(source)
+    artifact = artifact_of(model, source)
+    if weight_precision(model) == "fp16":
         if not fp16:
             raise ExportError(f"{source}: has FP16 weights; an FP32 engine needs the FP32 ONNX file")
         sibling = source.with_name(source.name.replace(f"{FP16_TAG}.onnx", ".onnx"))
@@ -67,17 +84,14 @@ def onnx_from_onnx(source: Path, plan: Path, *, fp16: bool) -> tuple[Path | None
             raise ExportError(
                 f"{source}: the engine check compares against the FP32 ONNX, expected beside it as {sibling.name}"
             )
-        return sibling, source
+        return EngineSources(sibling, source, artifact.replace(precision="fp16"))
+    artifact = artifact.replace(precision="fp32")  # what its weights are, whatever an edited label says
     if not fp16:
-        return source, None
+        return EngineSources(source, None, artifact)
     half = fp16_path(plan.with_suffix(".onnx"))
-    convert_to_fp16(source, half)
+    convert_to_fp16(source, half, artifact)
     print(f"wrote {half} (fp16, converted from {source.name})")
-    return source, half
-
-
-
-
+    return EngineSources(source, half, artifact.replace(precision="fp16"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,9 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(default=logging.INFO if args.verbose else logging.WARNING)
     if not args.min_batch <= args.opt_batch <= args.max_batch:
         parser.error(
             f"need --min-batch <= --opt-batch <= --max-batch, got {args.min_batch}, {args.opt_batch}, {args.max_batch}"
@@ -142,59 +154,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not source.is_file():
             raise ExportError(f"{source}: no such file")
         if source.suffix.lower() == ".onnx":
-            fp32_onnx, fp16_onnx = onnx_from_onnx(source, out, fp16=precision == "fp16")
+            sources = onnx_from_onnx(source, out, fp16=precision == "fp16")
         else:
-            fp32_onnx, fp16_onnx = onnx_from_checkpoint(source, out, model=args.model, size=args.size,
-                                                        fp16=precision == "fp16")  # fmt: skip
+            sources = onnx_from_checkpoint(source, out, model=args.model, size=args.size, fp16=precision == "fp16")
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    written = [p for p in (fp32_onnx, fp16_onnx) if p is not None]
     try:
-        size = args.size or _metadata_size(fp16_onnx or fp32_onnx)
         options = BuildOptions(
-            profile=Profile(args.min_batch, args.opt_batch, args.max_batch, size),
+            profile=Profile(args.min_batch, args.opt_batch, args.max_batch, args.size or sources.artifact.spec.size),
             precision=precision,
             workspace_bytes=int(args.workspace_gb * (1 << 30)),
             timing_cache=args.timing_cache,
         )
         with tqdm(total=1, desc=f"TensorRT {precision} engine", unit="engine", leave=False, disable=None) as bar:
-            built = build_engine(out, options, fp32_onnx=fp32_onnx, fp16_onnx=fp16_onnx)
+            built = build_engine(out, options, fp32_onnx=sources.fp32, fp16_onnx=sources.fp16,
+                                 artifact=sources.artifact)  # fmt: skip
             bar.update()
     except TensorRTUnavailable as exc:
-        print(f"{out}: not built: {exc}; the ONNX files are ready: {', '.join(map(str, written))}", file=sys.stderr)
+        print(f"{out}: not built: {exc}; the ONNX files are ready: {', '.join(map(str, sources.written))}",
+              file=sys.stderr)  # fmt: skip
         return 2
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    info = built.info
+    build = built.build
     print(
-        f"wrote {built.plan} ({built.plan.stat().st_size / 1e6:.1f} MB, {info['precision']}, TensorRT "
-        f"{info['tensorrt_version']} on {info['gpu_name']}, batch {args.min_batch}..{args.max_batch}, "
-        f"built in {info['build_seconds']:.1f} s) + {built.plan.name}.json"
+        f"wrote {built.plan} ({built.plan.stat().st_size / 1e6:.1f} MB, {built.artifact.precision}, TensorRT "
+        f"{build['tensorrt_version']} on {build['gpu_name']}, batch {args.min_batch}..{args.max_batch}, "
+        f"built in {build['build_seconds']:.1f} s) + {built.plan.name}.json"
     )
     if built.check is not None:
         print(f"  {built.check.summary()}")
     return 0
-
-
-def _metadata_size(onnx_path: Path) -> int:
-    """The input size recorded in the ONNX file's metadata (fixed H and W otherwise)."""
-    import json
-
-    import onnx
-
-    from export.onnx import read_metadata
-    from runtime.preprocess import METADATA_PREFIX
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    raw = read_metadata(model).get(f"{METADATA_PREFIX}size")
-    if raw is not None:
-        return int(json.loads(raw))
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    if len(dims) == 4 and dims[2].HasField("dim_value") and dims[2].dim_value == dims[3].dim_value:
-        return int(dims[2].dim_value)
-    raise ExportError(f"{onnx_path}: no input size in its metadata; pass --size")
 
 
 if __name__ == "__main__":

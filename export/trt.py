@@ -17,17 +17,17 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
+from export.compare import TOLERANCES, Comparison, OutputMismatch, compare
 from export.errors import ExportError
-from export.onnx import read_metadata
-from export.verify import TOLERANCES, Tolerance, sample_images
+from export.onnx import load_onnx, read_artifact
+from export.verify import sample_images
 from runtime import atomic
+from runtime.artifact import Artifact
 from runtime.backends.base import BackendError
 from runtime.backends.cuda import CudaUnavailable, GpuInfo, open_cuda
 from runtime.backends.gpu_support import check_gpu_stack
@@ -40,7 +40,7 @@ from runtime.backends.trt import (
     side_file,
     tensorrt_version,
 )
-from runtime.preprocess import METADATA_PREFIX, PreprocessSpec, preprocess
+from runtime.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
@@ -106,30 +106,12 @@ class PrecisionPlan:
 @dataclass
 class BuiltEngine:
     plan: Path
-    info: dict[str, Any]
-    check: EngineCheck | None = None
-
-
-@dataclass(frozen=True)
-class EngineCheck:
-    precision: str
-    max_abs: float
-    mean_abs: float
-    images: int
-    source: str
-    batches: tuple[int, ...]
-    tolerance: Tolerance = field(repr=False)
+    artifact: Artifact  # what the side file says: the ONNX's artifact, the engine's precision, build facts
+    check: Comparison | None = None
 
     @property
-    def ok(self) -> bool:
-        return self.tolerance.accepts(self.max_abs, self.mean_abs)
-
-    def summary(self) -> str:
-        return (
-            f"TensorRT {self.precision} engine vs ONNX Runtime FP32 on {self.images} {self.source} "
-            f"(batches {', '.join(map(str, self.batches))}): max abs diff {self.max_abs:.3g}, "
-            f"mean abs diff {self.mean_abs:.3g} [{self.precision} tolerance: {self.tolerance}]"
-        )
+    def build(self) -> dict[str, Any]:
+        return dict(self.artifact.tensorrt or {})
 
 
 # -- step 1: what is installed ---------------------------------------------------------------
@@ -157,19 +139,20 @@ def require_gpu(trt: ModuleType) -> GpuInfo:
 
 def onnx_weight_precision(path: Path) -> str:
     """Precision of the file's weights, which is what a strongly typed build runs in: fp16 or fp32."""
+    return weight_precision(load_onnx(path))
+
+
+def weight_precision(model: Any) -> str:
     import onnx
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises several types for a file that is not ONNX
-        raise ExportError(f"{path}: not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from None
     types = {init.data_type for init in model.graph.initializer}
     return "fp16" if onnx.TensorProto.FLOAT16 in types else "fp32"
 
 
 def plan_precision(
-    version: tuple[int, int], precision: str, fp32_onnx: Path | None, fp16_onnx: Path | None
+    version: tuple[int, int], precision: str, fp32_onnx: Path | None, fp16_onnx: Path | None, verified: bool = False
 ) -> PrecisionPlan:
+    """``verified``: the files are known to hold the weights their names say (``export.to_onnx`` made them)."""
     strongly_typed = precision == "fp32" or version >= STRONG_FP16_FROM
     from_fp16 = precision == "fp16" and strongly_typed
     onnx_path = fp16_onnx if from_fp16 else fp32_onnx
@@ -178,7 +161,7 @@ def plan_precision(
             f"a {precision} engine on TensorRT {version[0]}.{version[1]} is built from an "
             f"{'FP16' if from_fp16 else 'FP32'} ONNX file, and none was given"
         )
-    if strongly_typed:
+    if strongly_typed and not verified:
         # A strongly typed network runs in the ONNX's own types: FP32 weights would give an FP32
         # engine labelled FP16 (or the reverse). Refuse rather than mislabel.
         found = onnx_weight_precision(onnx_path)
@@ -310,27 +293,11 @@ def build_serialized(builder: Any, network: Any, config: Any, onnx_path: Path) -
     return bytes(memoryview(serialized))
 
 
-def engine_metadata(onnx_path: Path, precision: str, size: int) -> dict[str, str]:
-    """The ONNX file's metadata, with precision and size set to what the engine actually is."""
-    import onnx
-
-    props = read_metadata(onnx.load(str(onnx_path), load_external_data=False))
-    props[f"{METADATA_PREFIX}precision"] = json.dumps(precision)
-    props[f"{METADATA_PREFIX}size"] = json.dumps(size)
-    return props
-
-
-def describe_build(
-    trt: ModuleType, gpu: GpuInfo, plan: PrecisionPlan, options: BuildOptions, input_name: str,
-    metadata: dict[str, str], seconds: float,
-) -> dict[str, Any]:  # fmt: skip
-    """The side file: human fields plus ``"metadata"`` (what the runtime reads the spec from)."""
-    spec = PreprocessSpec.from_metadata(metadata)
+def build_facts(
+    trt: ModuleType, gpu: GpuInfo, plan: PrecisionPlan, options: BuildOptions, input_name: str, seconds: float
+) -> dict[str, Any]:
+    """What only the engine knows: the ``tensorrt`` part of its artifact."""
     return {
-        "variant": json.loads(metadata.get(f"{METADATA_PREFIX}variant", '"unknown"')),
-        "size": spec.size,
-        "normalization": {"mean": list(spec.mean), "std": list(spec.std), "divide_by_max": spec.divide_by_max},
-        "precision": plan.precision,
         "strongly_typed": plan.strongly_typed,
         "profile": options.profile.to_json(input_name),
         "workspace_bytes": options.workspace_bytes,
@@ -340,16 +307,22 @@ def describe_build(
         "compute_capability": gpu.compute_capability,
         "build_seconds": round(seconds, 2),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "metadata": metadata,
     }
 
 
+def engine_artifact(source: Artifact, precision: str, size: int, build: dict[str, Any]) -> Artifact:
+    """The ONNX file's artifact with what the engine changes: precision, its fixed size, the build facts."""
+    return source.replace(precision=precision, spec=replace(source.spec, size=size), dynamic_hw=False, tensorrt=build)
 
 
 def build_engine(
     out: Path, options: BuildOptions, *, fp32_onnx: Path | None, fp16_onnx: Path | None = None, check: bool = True,
+    artifact: Artifact | None = None,
 ) -> BuiltEngine:  # fmt: skip
     """Build ``out`` (+ ``out.json``) from the ONNX files; check it against ONNX Runtime unless told not to.
+
+    ``artifact``: the ONNX files' own, when the caller has it (then the files are trusted to hold the
+    weights their names say and are not read for it); otherwise it is read from the file built from.
 
     Both files are written and checked in a private folder next to ``out``, then renamed into place:
     a failed build or check leaves nothing behind. Raises TensorRTUnavailable when TensorRT, CUDA
@@ -358,7 +331,7 @@ def build_engine(
     trt = require_tensorrt()
     gpu = require_gpu(trt)
     version = tensorrt_version(trt)
-    plan = plan_precision(version, options.precision, fp32_onnx, fp16_onnx)
+    plan = plan_precision(version, options.precision, fp32_onnx, fp16_onnx, verified=artifact is not None)
     log.info("TensorRT %s on %s: %s engine from %s (%s)", trt.__version__, gpu, plan.precision, plan.onnx.name,
              "strongly typed" if plan.strongly_typed else "BuilderFlag.FP16")  # fmt: skip
     logger = make_logger(trt)
@@ -376,28 +349,28 @@ def build_engine(
     if options.timing_cache is not None:
         saved = save_timing_cache(config, options.timing_cache)
         log.info("%s: timing cache saved (%d bytes)", options.timing_cache, saved)
-    metadata = engine_metadata(fp16_onnx if plan.precision == "fp16" and fp16_onnx else plan.onnx,
-                               plan.precision, options.profile.size)  # fmt: skip
-    info = describe_build(trt, gpu, plan, options, input_name, metadata, seconds)
+    source = artifact or read_artifact(plan.onnx)
+    built = engine_artifact(source, plan.precision, options.profile.size,
+                            build_facts(trt, gpu, plan, options, input_name, seconds))  # fmt: skip
     try:
         with atomic.staged_dir(out.parent) as stage:
-            return _publish_engine(stage, out, serialized, info, fp32_onnx, plan.precision, check)
+            return _publish_engine(stage, out, serialized, built, fp32_onnx, check)
     except OSError as exc:
         raise ExportError(f"{out.parent}: cannot write: {exc.strerror or exc}") from None
 
 
 def _publish_engine(
-    stage: Path, out: Path, serialized: Any, info: dict, fp32_onnx: Path | None, precision: str, check: bool
+    stage: Path, out: Path, serialized: Any, artifact: Artifact, fp32_onnx: Path | None, check: bool
 ) -> BuiltEngine:
     """Write engine + side file in ``stage``, check them, then rename both into place."""
     staged = stage / out.name
     staged.write_bytes(serialized)
-    side_file(staged).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    result = BuiltEngine(staged, info)
+    side_file(staged).write_text(json.dumps(artifact.to_side_file(), indent=2) + "\n", encoding="utf-8")
+    result = BuiltEngine(staged, artifact)
     if check:
         if fp32_onnx is None:
             raise ExportError(f"{out}: checking the engine needs the FP32 ONNX file it was made from")
-        result.check = check_engine(staged, fp32_onnx, precision)
+        result.check = check_engine(staged, fp32_onnx, artifact.precision)
         if not result.check.ok:
             raise ExportError(f"{out}: engine check failed, nothing was written: {result.check.summary()}")
     os.replace(side_file(staged), side_file(out))
@@ -421,41 +394,17 @@ def check_batches(n_images: int, min_batch: int, max_batch: int) -> list[list[in
     return [(r * min_batch)[: max(len(r), min_batch)] if len(r) < min_batch else r for r in runs]
 
 
-def check_engine(plan: Path, fp32_onnx: Path, precision: str, n_images: int = CHECK_IMAGES) -> EngineCheck:
+def check_engine(plan: Path, fp32_onnx: Path, precision: str, n_images: int = CHECK_IMAGES) -> Comparison:
     """Run the engine and ONNX Runtime (FP32, CPU) on the same preprocessed images and compare."""
     try:
-        engine = TensorRTBackend(plan)
-    except BackendError as exc:
+        with TensorRTBackend(plan) as engine, OnnxRuntimeBackend(fp32_onnx, provider="cpu") as reference:
+            images, source = sample_images(n_images)
+            batch = preprocess(images, engine.spec)
+            runs = check_batches(len(images), engine.min_batch, engine.max_batch)
+            result = compare((reference, engine), [batch[indices] for indices in runs], TOLERANCES[precision],
+                             labels=("ONNX Runtime FP32", f"TensorRT {precision} engine"), precision=precision,
+                             inputs=f"{len(images)} {source}")  # fmt: skip
+    except (BackendError, OutputMismatch) as exc:
         raise ExportError(str(exc)) from None
-    try:
-        reference = OnnxRuntimeBackend(fp32_onnx, provider="cpu")
-    except BackendError as exc:
-        engine.close()
-        raise ExportError(str(exc)) from None
-    try:
-        images, source = sample_images(n_images)
-        batch = preprocess(images, engine.spec)
-        runs = check_batches(len(images), engine.min_batch, engine.max_batch)
-        worst, total, count = 0.0, 0.0, 0
-        for inputs in (batch[indices] for indices in runs):
-            diff = np.abs(engine.run(inputs).astype(np.float64) - reference.run(inputs))
-            if np.isnan(diff).any():  # NaN must fail; max() would hide it
-                worst = total = float("nan")
-                break
-            worst, total, count = max(worst, float(diff.max())), total + float(diff.sum()), count + diff.size
-    except BackendError as exc:
-        raise ExportError(str(exc)) from None
-    finally:
-        engine.close()
-        reference.close()
-    result = EngineCheck(
-        precision=precision,
-        max_abs=worst,
-        mean_abs=total / max(count, 1),
-        images=len(images),
-        source=source,
-        batches=tuple(len(r) for r in runs),
-        tolerance=TOLERANCES[precision],
-    )
     log.info("%s", result.summary())
     return result

@@ -29,7 +29,6 @@ from runtime.preprocess import postprocess, preprocess, to_rgb8
 log = logging.getLogger(__name__)
 
 ImageLike = np.ndarray | str | os.PathLike | bytes
-DEFAULT_BATCH = 8  # GPU engines; on a CPU batching gains nothing and delays the first results, so 1
 
 COLOR_NAMES: dict[str, tuple[int, int, int]] = {
     "white": (255, 255, 255),
@@ -58,6 +57,28 @@ def parse_color(text: str) -> tuple[int, int, int]:
     if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
         return tuple(int(p) for p in parts)  # type: ignore[return-value]
     raise ValueError(f"not a colour: {text!r} (use a name like {', '.join(list(COLOR_NAMES)[:4])}, #RRGGBB or R,G,B)")
+
+
+Background = tuple[int, int, int] | Path | np.ndarray | bytes
+
+
+def resolve_background(value: str | os.PathLike | Sequence[int] | np.ndarray | bytes) -> Background:
+    """The one rule for a composite background: a string naming an existing file, a path, an array
+    or encoded bytes is an image; any other string is a colour (``parse_color``); a sequence is
+    (r, g, b). ValueError when a string is neither a file nor a colour."""
+    if isinstance(value, np.ndarray | bytes | bytearray):
+        return value
+    if isinstance(value, str):
+        if Path(value).is_file():
+            return Path(value)
+        try:
+            return parse_color(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, and no such image file") from None
+    if isinstance(value, os.PathLike):
+        return Path(value)
+    r, g, b = (int(v) for v in value)
+    return r, g, b
 
 
 def apply_cutout(image: np.ndarray, mask: np.ndarray, *, clear_hidden: bool = False) -> np.ndarray:
@@ -105,7 +126,9 @@ class Remover:
     ``cuda`` or ``tensorrt`` for ONNX files (None = CUDA when available, else CPU); an unavailable
     provider raises ``BackendError``, as does an engine that fails a test inference. ``threads``: ONNX
     Runtime intra-op threads. ``batch_size``: images per engine call, capped by the engine's profile
-    (default: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU). ``max_pixels``: larger image files are refused before decoding.
+    (default: the backend's ``preferred_batch``: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU).
+    ``max_pixels``: larger image files are refused before decoding. ``backend``: a name from
+    ``runtime.backends.BACKENDS`` instead of choosing by the engine's suffix.
     """
 
     def __init__(
@@ -116,24 +139,22 @@ class Remover:
         batch_size: int | None = None,
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        backend: str | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        self.backend: Backend = open_backend(engine, provider=provider, threads=threads)
+        self.backend: Backend = open_backend(engine, backend=backend, provider=provider, threads=threads)
         try:
             self.spec = self.backend.spec
-            if batch_size is None:  # a TensorRT profile names its best batch; a CPU gains nothing from batching
-                on_cpu = getattr(self.backend, "provider", None) == "cpu"
-                batch_size = 1 if on_cpu else int(getattr(self.backend, "opt_batch", DEFAULT_BATCH))
-            self.batch_size = max(1, min(batch_size, self.backend.max_batch))
+            self.batch_size = max(1, min(batch_size or self.backend.preferred_batch, self.backend.max_batch))
             self.max_pixels = max_pixels
-            self._check_engine(Path(engine))
+            self._check_engine(engine)
         except BaseException:
             self.backend.close()
             raise
         log.info("running %s, batches of up to %d", self.backend.describe(), self.batch_size)
 
-    def _check_engine(self, path: Path) -> None:
+    def _check_engine(self, path: str | os.PathLike) -> None:
         """One tiny inference up front, so an incompatible engine fails here with one clear line."""
         size = self.spec.size
         try:
@@ -199,9 +220,8 @@ class Remover:
         """RGB uint8: the image blended over a colour ('white', '#RRGGBB', 'R,G,B', (r, g, b)) or a
         background image (array, path or bytes; scaled to cover and centre-cropped)."""
         rgb = self.load(image)
-        if isinstance(background, str) and not Path(background).is_file():
-            background = parse_color(background)
-        elif not isinstance(background, tuple | list):
+        background = resolve_background(background)
+        if not isinstance(background, tuple):
             background = self.load(background)
         return apply_composite(rgb, self.masks([rgb])[0], background)
 

@@ -15,10 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from runtime.api import COLOR_NAMES, Remover, parse_color
+from runtime.api import COLOR_NAMES, Remover, resolve_background
 from runtime.argtypes import int_in_range, pixel_count, positive_int
-from runtime.backends import BackendError
+from runtime.backends import BackendError, add_backend_arguments
 from runtime.io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, EncodeOptions, ImageError
+from runtime.logs import setup_logging
 from runtime.pipeline import MODES, Pipeline
 
 log = logging.getLogger("runtime.infer")
@@ -54,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "smaller than Pillow's default PNG settings (default: %(default)s)")
     p.add_argument("--quality", type=int_in_range(1, 100), default=EncodeOptions.quality, metavar="1-100",
                    help="WebP quality; 100 = lossless (default: %(default)s)")
-    p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"),
-                   help="ONNX Runtime execution provider (default: cuda when available, else cpu); "
-                   "an unavailable provider is an error, never a silent fallback")
+    add_backend_arguments(p)
     p.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="images per engine call, capped by the engine's profile (default: the TensorRT profile's "
                    "optimum; 8 with CUDA; 1 on a CPU, where batching does not speed up inference)")
@@ -77,27 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose=args.verbose, quiet=args.quiet)
     _quiet_opencv()
 
     background: tuple[int, int, int] | Path = (255, 255, 255)
     if args.mode == "composite":
-        if Path(args.bg).is_file():
-            background = Path(args.bg)
-        else:
-            try:
-                background = parse_color(args.bg)
-            except ValueError as exc:
-                parser.error(f"--bg: {exc}, and no such image file")
+        try:
+            background = resolve_background(args.bg)
+        except ValueError as exc:
+            parser.error(f"--bg: {exc}")
     elif args.bg != parser.get_default("bg"):
         log.warning("--bg is only used with --mode composite; ignoring it")
 
     try:
-        remover = Remover(args.engine, provider=args.provider, threads=args.threads,
+        remover = Remover(args.engine, backend=args.backend, provider=args.provider, threads=args.threads,
                           batch_size=args.batch_size, max_pixels=args.max_pixels)
     except BackendError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.api import Remover, apply_composite, apply_cutout, fit_background, parse_color
+from runtime.api import Remover, apply_composite, apply_cutout, fit_background, resolve_background
 from runtime.io import IMAGE_SUFFIXES, EncodeOptions, ImageError, encode_image, read_image, write_atomic
 from runtime.preprocess import postprocess, resize_to_input
 
@@ -188,10 +188,9 @@ class Pipeline:
         self._bg_color: tuple[int, int, int] | None = None
         self._bg_image: np.ndarray | None = None
         if mode == "composite":
-            if isinstance(background, str) and not Path(background).is_file():
-                background = parse_color(background)  # ValueError for the caller when it is neither
-            if isinstance(background, tuple | list):
-                r, g, b = (int(v) for v in background)
+            background = resolve_background(background)  # ValueError for the caller when it is neither
+            if isinstance(background, tuple):
+                r, g, b = background
                 self._bg_color = (b, g, r)  # work in OpenCV's BGR order end to end
             else:  # a bad background file is an ImageError for the caller: one line, before any work
                 self._bg_image = read_image(background, max_pixels=remover.max_pixels, order="bgr")[0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,20 +32,55 @@ class PreprocessSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     divide_by_max: bool = True  # the official pipeline divides by the image's max, not by 255
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values, e.g. for checkpoints and engine side files."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreprocessSpec:
+        """Inverse of ``to_dict``; absent keys keep their defaults. ValueError/TypeError saying which
+        value is wrong (a size that is not a positive whole number, a mean that is not three numbers...)."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"expected an object, not {type(data).__name__}")
+        values: dict[str, Any] = {}
+        if data.get("size") is not None:
+            size = data["size"]
+            if type(size) is not int or size < 1:
+                raise ValueError(f"size is {size!r}, expected a positive whole number")
+            values["size"] = size
+        for name in ("mean", "std"):
+            if data.get(name) is not None:
+                triple = data[name]
+                if not isinstance(triple, list | tuple) or len(triple) != 3 or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in triple
+                ):
+                    raise ValueError(f"{name} is {triple!r}, expected three numbers")
+                values[name] = tuple(float(v) for v in triple)
+        if "std" in values and min(values["std"]) <= 0:
+            raise ValueError(f"std is {list(values['std'])}, expected three positive numbers")
+        if data.get("divide_by_max") is not None:
+            if not isinstance(data["divide_by_max"], bool):
+                raise ValueError(f"divide_by_max is {data['divide_by_max']!r}, expected true or false")
+            values["divide_by_max"] = data["divide_by_max"]
+        return cls(**values)
+
     def to_metadata(self) -> dict[str, str]:
-        """String key/values for ONNX ``metadata_props`` and engine side files."""
-        return {f"{METADATA_PREFIX}{k}": json.dumps(v) for k, v in asdict(self).items()}
+        """String key/values for ONNX ``metadata_props`` (``u2net.size``...)."""
+        return {f"{METADATA_PREFIX}{k}": json.dumps(v) for k, v in self.to_dict().items()}
 
     @classmethod
     def from_metadata(cls, props: Mapping[str, str]) -> PreprocessSpec:
-        """Inverse of ``to_metadata``; keys that are absent keep their defaults."""
+        """Inverse of ``to_metadata``; keys that are absent keep their defaults. ValueError when a
+        value is not JSON or not what it should be."""
         values = {}
         for name in cls.__dataclass_fields__:
             raw = props.get(f"{METADATA_PREFIX}{name}")
             if raw is not None:
-                value = json.loads(raw)
-                values[name] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
+                try:
+                    values[name] = json.loads(raw)
+                except ValueError:
+                    raise ValueError(f"{METADATA_PREFIX}{name} is not valid JSON: {raw[:60]!r}") from None
+        return cls.from_dict(values)
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:

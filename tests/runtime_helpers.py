@@ -87,13 +87,14 @@ def exported_u2netp(folder: Path):
     shared by the runtime test modules (pass the same session-wide folder)."""
     import torch
 
-    from export.onnx import export_onnx
+    from export.onnx import export_onnx, onnx_artifact
     from train.model import build_model
 
     torch.manual_seed(0)
     model = build_model("u2netp").eval()
     with one_torch_thread():
-        path = export_onnx(model, folder / "u2netp.onnx", variant="u2netp", spec=PreprocessSpec(size=U2NETP_TEST_SIZE))
+        artifact = onnx_artifact("u2netp", PreprocessSpec(size=U2NETP_TEST_SIZE))
+        path = export_onnx(model, folder / "u2netp.onnx", artifact)
     return model, path
 
 

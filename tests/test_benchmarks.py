@@ -27,8 +27,8 @@ def test_torch_and_onnxruntime_runners_agree(u2netp_onnx, u2netp_test_model):
     from runtime.backends.onnxrt import OnnxRuntimeBackend
 
     fp32, _ = u2netp_onnx
-    ort_runner = runners.BackendRunner(OnnxRuntimeBackend(fp32, provider="cpu"))
-    torch_runner = runners.TorchRunner(u2netp_test_model, ort_runner.spec)
+    ort_runner = OnnxRuntimeBackend(fp32, provider="cpu")
+    torch_runner = runners.torch_backend(u2netp_test_model, ort_runner.spec)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (50, 70, 3), dtype=np.uint8) for _ in range(2)]
     batch = preprocess(images, ort_runner.spec)
@@ -87,6 +87,9 @@ def test_accuracy_compare_reports_both_engines_and_deltas(tmp_path, u2netp_onnx)
         assert key in doc and key in doc["compare"]
     assert doc["n_images"] == doc["compare"]["n_images"] == 6
     assert doc["delta"]["mae"] == pytest.approx(doc["compare"]["mae"] - doc["mae"])
+    # The probability maps themselves: FP16 differs from FP32, within the FP16 tolerance.
+    assert doc["outputs"]["ok"] is True and 0 < doc["outputs"]["max_abs"] <= 5e-2
+    assert doc["outputs"]["checks"] == ["batch 1 at 64x64"] * 6
     # FP16 must score like FP32 on the same images.
     assert abs(doc["delta"]["max_f"]) < 0.02 and abs(doc["delta"]["mae"]) < 0.01
     assert 0 <= doc["mae"] <= 1 and 0 <= doc["max_f"] <= 1

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from fixtures_export import TEST_SIZE
 
 from export.errors import ExportError
 from export.int8 import calibration_images, int8_path
 from export.to_onnx import main as to_onnx_main
 from export.to_onnx import run_export
+from runtime.artifact import Artifact
 from runtime.onnx_props import OnnxPropsError, read_onnx_props
 from runtime.preprocess import PreprocessSpec, preprocess
 from train.synthetic import make_sample
@@ -75,16 +75,19 @@ def test_metadata_round_trip(int8_files):
         props = read_onnx_props(path)
         assert props == {p.key: p.value for p in onnx.load(path).metadata_props}
         assert json.loads(props["u2net.precision"]) == "int8"
-        assert json.loads(props["u2net.int8.form"]) == form
-        assert json.loads(props["u2net.int8.calibration"]) == "minmax"
-        assert json.loads(props["u2net.int8.calibration_images"]) == 4
-        assert json.loads(props["u2net.int8.fp32_nodes"])  # the fusion head stays FP32
+        int8 = json.loads(props["u2net.int8"])
+        assert int8["form"] == form and int8["calibration"] == "minmax" and int8["calibration_images"] == 4
+        assert int8["fp32_nodes"]  # the fusion head stays FP32
+        artifact = Artifact.from_onnx_props(props, path)
+        assert artifact.precision == "int8" and artifact.int8 == int8
+        assert artifact == int8_files[name].artifact
         assert PreprocessSpec.from_metadata(props) == PreprocessSpec.from_metadata(read_onnx_props(
             int8_files["u2netp.onnx"].path))
 
 
 def test_runs_in_onnx_runtime_close_to_fp32(int8_files):
-    batch = preprocess([make_sample(seed, size=80)[0] for seed in (11, 12)], PreprocessSpec(size=TEST_SIZE))
+    spec = PreprocessSpec.from_metadata(read_onnx_props(int8_files["u2netp.onnx"].path))
+    batch = preprocess([make_sample(seed, size=80)[0] for seed in (11, 12)], spec)
     reference = _ort_run(int8_files["u2netp.onnx"].path, batch)
     for name in ("u2netp.int8.onnx", "u2netp.int8-ort.onnx"):
         got = _ort_run(int8_files[name].path, batch)
@@ -128,3 +131,18 @@ def test_onnx_props_reader_rejects_non_onnx(tmp_path, int8_files):
     truncated.write_bytes(int8_files["u2netp.onnx"].path.read_bytes()[:5000])
     with pytest.raises(OnnxPropsError, match="truncated"):
         read_onnx_props(truncated)
+
+
+def test_runs_in_openvino_like_onnx_runtime(int8_files):
+    pytest.importorskip("openvino")
+    from runtime.backends import open_backend
+
+    spec = PreprocessSpec.from_metadata(read_onnx_props(int8_files["u2netp.onnx"].path))
+    batch = preprocess([make_sample(seed, size=80)[0] for seed in (11, 12)], spec)
+    path = int8_files["u2netp.int8-ort.onnx"].path
+    with open_backend(path, backend="openvino") as backend:
+        assert backend.precision == "int8" and "int8" in backend.describe()
+        got = backend.run(batch)
+    expected = _ort_run(path, batch)
+    assert got.shape == expected.shape
+    assert float(np.abs(got - expected).mean()) < 0.02  # same Q/DQ graph, two engines' INT8 kernels

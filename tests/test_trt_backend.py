@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from fake_tensorrt import FakeCudaRuntime, FakeGpu, install_tensorrt
@@ -129,10 +130,53 @@ def test_describe_names_version_gpu_precision_and_profile(tmp_path, monkeypatch,
 def test_spec_comes_from_the_side_file(tmp_path, monkeypatch, onnx_pair):
     plan, _ = build(tmp_path, monkeypatch, onnx_pair)
     info = json.loads(side_file(plan).read_text())
-    info["metadata"]["u2net.mean"] = json.dumps([0.5, 0.5, 0.5])
+    info["spec"]["mean"] = [0.5, 0.5, 0.5]
     side_file(plan).write_text(json.dumps(info))
     with TensorRTBackend(plan) as backend:
         assert backend.spec.mean == (0.5, 0.5, 0.5)
+
+
+def old_side_file(info: dict, onnx_path: Path) -> dict:
+    """The layout export.to_trt wrote before the side file held one Artifact: the ONNX file's
+    metadata_props under "metadata", and build facts plus copies of precision/size/normalisation on top."""
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata["u2net.precision"] = json.dumps(info["precision"])
+    spec = info["spec"]
+    return {"variant": info["variant"], "size": spec["size"], "precision": info["precision"],
+            "normalization": {k: spec[k] for k in ("mean", "std", "divide_by_max")},
+            **info["tensorrt"], "metadata": metadata}  # fmt: skip
+
+
+def test_old_side_files_still_load(tmp_path, monkeypatch, onnx_pair):
+    plan, _ = build(tmp_path, monkeypatch, onnx_pair, batches=(1, 2, 4))
+    new = json.loads(side_file(plan).read_text())
+    with TensorRTBackend(plan) as backend:
+        expected, text = backend.artifact, backend.describe()
+    side_file(plan).write_text(json.dumps(old_side_file(new, onnx_pair[1])))
+    with TensorRTBackend(plan) as backend:
+        assert backend.artifact == expected and backend.describe() == text
+        assert backend.artifact.tensorrt["tensorrt_version"] == new["tensorrt"]["tensorrt_version"]
+        assert backend.run(images(2)).shape == (2, 1, SIZE, SIZE)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda info: info["spec"].update(size="64"), "metadata.* size is '64', expected a positive whole number"),
+        (lambda info: info["spec"].update(std=[0.2, 0.0, 0.2]), "std is .*expected three positive numbers"),
+        (lambda info: info.update(outputs="mask"), "metadata outputs is 'mask', expected a non-empty list"),
+        (lambda info: info.update(tensorrt=[1]), "metadata tensorrt is \\[1\\], expected an object"),
+    ],
+)
+def test_inconsistent_side_file_is_one_line(tmp_path, monkeypatch, onnx_pair, edit, message):
+    plan, _ = build(tmp_path, monkeypatch, onnx_pair)
+    info = json.loads(side_file(plan).read_text())
+    edit(info)
+    side_file(plan).write_text(json.dumps(info))
+    with pytest.raises(BackendError, match=message) as caught:
+        TensorRTBackend(plan)
+    assert str(caught.value).startswith(f"{side_file(plan)}: ") and "\n" not in str(caught.value)
 
 
 def test_missing_side_file_names_the_file_needed(tmp_path, monkeypatch, onnx_pair):

@@ -7,6 +7,7 @@ missing-TensorRT path runs for real: this machine has no TensorRT.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -22,10 +23,11 @@ import pytest
 from fake_tensorrt import CACHE_MAGIC, FakeCudaRuntime, FakeGpu, install_tensorrt, make_tensorrt
 
 from export.errors import ExportError
-from export.onnx import read_metadata
+from export.onnx import read_artifact
 from export.to_onnx import export_checkpoint
 from export.to_trt import default_output, main
 from export.trt import BuildOptions, Profile, build_engine, check_batches, plan_precision, require_tensorrt
+from runtime.artifact import Artifact
 from runtime.preprocess import PreprocessSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,17 +135,20 @@ def test_fp16_engine_per_generation(tmp_path, monkeypatch, capsys, fp32_onnx, ve
     assert header["precision"] == "fp16" and header["strongly_typed"] is from_fp16_onnx
     assert header["weights_fp16"] is from_fp16_onnx  # the parser really read the FP16 file
     info = json.loads((tmp_path / "m.plan.json").read_text())
-    assert info["precision"] == "fp16" and info["strongly_typed"] is from_fp16_onnx
-    assert info["tensorrt_version"] == version
-    assert info["gpu_name"] == "NVIDIA Fake GPU" and info["compute_capability"] == "8.9"
-    assert info["variant"] == "u2netp" and info["size"] == SIZE
-    assert info["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "divide_by_max": True}
-    assert info["profile"] == {"input": "image", "min": [1, 3, SIZE, SIZE], "opt": [1, 3, SIZE, SIZE],
-                               "max": [8, 3, SIZE, SIZE]}  # fmt: skip
-    assert isinstance(info["build_seconds"], float) and info["build_seconds"] >= 0
-    # "metadata" is exactly the FP16 ONNX's metadata, so the runtime reads the same spec from either.
-    assert info["metadata"] == read_metadata(onnx.load(str(half)))
-    assert PreprocessSpec.from_metadata(info["metadata"]) == PreprocessSpec(size=SIZE)
+    build = info["tensorrt"]
+    assert info["precision"] == "fp16" and build["strongly_typed"] is from_fp16_onnx
+    assert build["tensorrt_version"] == version
+    assert build["gpu_name"] == "NVIDIA Fake GPU" and build["compute_capability"] == "8.9"
+    assert info["variant"] == "u2netp"
+    assert info["spec"] == {"size": SIZE, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                            "divide_by_max": True}  # fmt: skip
+    assert build["profile"] == {"input": "image", "min": [1, 3, SIZE, SIZE], "opt": [1, 3, SIZE, SIZE],
+                                "max": [8, 3, SIZE, SIZE]}  # fmt: skip
+    assert isinstance(build["build_seconds"], float) and build["build_seconds"] >= 0
+    # The side file describes the same artifact as the FP16 ONNX, plus what only the engine knows.
+    assert Artifact.from_side_file(info, "m.plan.json") == read_artifact(half)
+    assert Artifact.from_side_file(info, "m.plan.json").spec == PreprocessSpec(size=SIZE)
+    assert len(json.dumps(info).split('"precision"')) == 2  # every field stored once
     assert "max abs diff" in out and "mean abs diff" in out and "fp16 tolerance" in out
     assert leftovers(tmp_path) == []  # no staging folder or temp file left behind
 
@@ -159,7 +164,7 @@ def test_fp32_engine_is_strongly_typed_from_the_fp32_onnx(tmp_path, monkeypatch,
     assert called(trt, "set_flag") == [] and called(trt, "clear_flag") == [("TF32",)]
     assert engine_header(trt, tmp_path / "m.plan")["precision"] == "fp32"
     info = json.loads((tmp_path / "m.plan.json").read_text())
-    assert info["precision"] == "fp32" and json.loads(info["metadata"]["u2net.precision"]) == "fp32"
+    assert info["precision"] == "fp32" and "metadata" not in info
     assert not (tmp_path / "m.fp16.onnx").exists()  # an FP32 engine needs no FP16 file
     assert "fp32 tolerance" in out
 
@@ -172,7 +177,8 @@ def test_from_checkpoint_writes_both_onnx_files_then_the_engine(tmp_path, monkey
     assert names == ["out.fp16.onnx", "out.onnx", "out.plan", "out.plan.json"]
     assert called(trt, "parse_from_file") == [(str(tmp_path / "out.fp16.onnx"),)]
     info = json.loads((tmp_path / "out.plan.json").read_text())
-    assert json.loads(info["metadata"]["u2net.source_sha256"])  # checkpoint provenance travels along
+    assert info["source_sha256"] == hashlib.sha256(u2netp_ckpt.read_bytes()).hexdigest()  # provenance travels along
+    assert info["source"] == u2netp_ckpt.name
     assert out.count("wrote ") == 3
 
 
@@ -203,9 +209,11 @@ def test_profile_and_workspace_reach_the_builder(tmp_path, monkeypatch, capsys, 
     assert called(trt, "set_memory_pool_limit") == [("WORKSPACE", 1 << 29)]
     assert engine_header(trt, tmp_path / "m.plan")["profile"]["image"][2] == [5, 3, SIZE, SIZE]
     info = json.loads((tmp_path / "m.plan.json").read_text())
-    assert info["profile"]["min"][0] == 2 and info["profile"]["opt"][0] == 3 and info["profile"]["max"][0] == 5
-    assert info["workspace_bytes"] == 1 << 29
-    assert "batches 4)" in out  # the check ran inside the profile (no batch of 1 below its minimum)
+    profile = info["tensorrt"]["profile"]
+    assert profile["min"][0] == 2 and profile["opt"][0] == 3 and profile["max"][0] == 5
+    assert info["tensorrt"]["workspace_bytes"] == 1 << 29
+    # The check ran inside the profile (no batch of 1 below its minimum).
+    assert f"(batch 4 at {SIZE}x{SIZE}):" in out and "batch 1 at" not in out
 
 
 def test_timing_cache_is_loaded_and_saved(tmp_path, monkeypatch, capsys, fp32_onnx):
@@ -430,4 +438,4 @@ def test_other_gpu_in_side_file(tmp_path, monkeypatch, capsys, fp32_onnx):
     install_tensorrt(monkeypatch, "11.4.0.106", cudart)
     assert cli(capsys, fp32_onnx)[0] == 0
     info = json.loads((tmp_path / "m.plan.json").read_text())
-    assert info["gpu_name"] == "NVIDIA GeForce RTX 4090"
+    assert info["tensorrt"]["gpu_name"] == "NVIDIA GeForce RTX 4090"

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.atomic import atomic_path
+from runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="data set seed (default 0); use another for held-out data")
     parser.add_argument("--size", type=int, default=320, help="square image side in pixels (default 320)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     if args.n < 1 or args.size < 16:
         print("error: --n must be >= 1 and --size >= 16", file=sys.stderr)
         return 2

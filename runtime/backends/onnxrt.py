@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from runtime.backends.base import BackendError
-from runtime.preprocess import PreprocessSpec
+from runtime.artifact import Artifact
+from runtime.backends.base import Backend, BackendError, first_line, require_file
 
 log = logging.getLogger(__name__)
 
+# The --provider choices of every CLI come from here (through runtime.backends.provider_choices).
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -20,79 +23,105 @@ PROVIDERS = {
 _UNBOUNDED_BATCH = 64  # a dynamic batch axis has no profile; this caps host memory per run
 
 
-class OnnxRuntimeBackend:
+def import_onnxruntime(path: Path):  # noqa: ANN201 - the module
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendError(f"{path}: onnxruntime is not installed (pip install onnxruntime)") from None
+    return ort
+
+
+class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, provider: str | None = None, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendError(f"{path}: onnxruntime is not installed (pip install onnxruntime)") from None
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise BackendError(f"{self.path}: no such engine file")
-        if self.path.stat().st_size == 0:
-            raise BackendError(f"{self.path}: engine file is empty (0 bytes)")
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provider: str | None = None,
+        threads: int | None = None,
+        precision: str | None = None,
+    ) -> None:
+        super().__init__(path)
+        path = self.path
+        ort = import_onnxruntime(path)
+        require_file(path)
+        if precision is not None:
+            raise BackendError(f"{path}: ONNX Runtime runs the file's own precision; convert it instead of "
+                               f"asking for {precision!r}")  # fmt: skip
+        self.provider = self._pick_provider(ort, provider)
+        self.session = self._open_session(ort, threads)
+        self._artifact = Artifact.from_onnx_props(self.session.get_modelmeta().custom_metadata_map, path)
+        self._read_io()
+        log.debug("%s", self.describe())  # the caller (Remover) logs what runs
+
+    def _pick_provider(self, ort, provider: str | None) -> str:  # noqa: ANN001 - the onnxruntime module
         available = ort.get_available_providers()
         if provider is None:  # default: CUDA when this onnxruntime build has it, else CPU
             provider = "cuda" if PROVIDERS["cuda"] in available else "cpu"
         if provider not in PROVIDERS:
             raise BackendError(f"{self.path}: unknown provider {provider!r}; choose {', '.join(PROVIDERS)}")
-        wanted = PROVIDERS[provider]
-        if wanted not in available:
+        if PROVIDERS[provider] not in available:
             raise BackendError(
                 f"{self.path}: provider {provider!r} is not available in this onnxruntime "
                 f"(available: {', '.join(available)}); for CUDA install onnxruntime-gpu"
             )
+        return provider
+
+    def _open_session(self, ort, threads: int | None):  # noqa: ANN001, ANN202
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3  # keep ORT's own warnings off the user's terminal
-        if provider == "cpu":
+        if self.provider == "cpu":
             # Spinning inference threads would steal the cores that the file pipeline's decode and
             # encode threads need (measured: 3.9 vs 3.0 images/s end to end on a busy 2-core machine).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        wanted = PROVIDERS[self.provider]
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=[wanted])
+            session = ort.InferenceSession(str(self.path), options, providers=[wanted])
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"{self.path}: cannot load ONNX model: {first[:200]}") from None
-        active = self.session.get_providers()
+            raise BackendError(f"{self.path}: cannot load ONNX model: {first_line(exc)}") from None
+        active = session.get_providers()
         if not active or active[0] != wanted:
             raise BackendError(f"{self.path}: asked for {wanted} but ONNX Runtime runs {active}")
-        self.provider = provider
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.spec = PreprocessSpec.from_metadata(self.metadata)
-        inp = self.session.get_inputs()[0]
+        return session
+
+    def _read_io(self) -> None:
+        """Input/output names, types and shapes, checked against the artifact."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+            shapes = [(i.name, i.shape) for i in inputs]
+            raise BackendError(f"{self.path}: inputs are {shapes}; expected one (N, 3, H, W): is this a U²-Net export?")
+        inp = inputs[0]
         self.input_name = inp.name
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = "mask" if "mask" in outputs else outputs[0]
-        if len(inp.shape) != 4 or inp.shape[1] != 3:
-            raise BackendError(
-                f"{self.path}: input {inp.name} has shape {inp.shape}; expected (N, 3, H, W): is this a U²-Net export?"
-            )
-        batch_dim, _, height, width = inp.shape
-        if isinstance(height, int) and isinstance(width, int) and (height, width) != (self.spec.size,) * 2:
-            raise BackendError(f"{self.path}: input is {height}x{width} but its metadata says {self.spec.size}")
-        self.max_batch = batch_dim if isinstance(batch_dim, int) else _UNBOUNDED_BATCH
-        log.debug("%s", self.describe())  # the caller (Remover) logs what runs
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inp.shape)
+        self.input_type = inp.type
+        self.output_types = {o.name: o.type for o in outputs}
+        self.output_names = tuple(self.output_types)
+        batch_dim, _, height, width = self.input_shape
+        size = self.spec.size
+        if height is None or width is None:
+            self._artifact = self._artifact.replace(dynamic_hw=True)
+        elif (height, width) != (size, size):
+            raise BackendError(f"{self.path}: input is {height}x{width} but its metadata says {size}")
+        self.max_batch = batch_dim or _UNBOUNDED_BATCH
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+    @property
+    def preferred_batch(self) -> int:
+        # On a CPU batching gains nothing and delays the first results.
+        return 1 if self.provider == "cpu" else super().preferred_batch
 
-    def describe(self) -> str:
-        variant = self.metadata.get("u2net.variant", "?").strip('"')
-        precision = self.metadata.get("u2net.precision", "?").strip('"')
-        return (
-            f"ONNX Runtime {self._version()} ({self.session.get_providers()[0]}), {self.path.name}: "
-            f"{variant} {precision} {self.spec.size}x{self.spec.size}"
-        )
+    def _run(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
+        try:
+            return self.session.run(list(names), {self.input_name: batch})
+        except Exception as exc:  # onnxruntime's own error types; all mean "this batch did not run"
+            raise BackendError(f"{self.path}: ONNX Runtime failed on a batch of {len(batch)}: {first_line(exc)}") from None
 
-    def close(self) -> None:
-        self.session = None
-
-    @staticmethod
-    def _version() -> str:
+    def _engine_text(self) -> str:
         import onnxruntime as ort
 
-        return ort.__version__
+        return f"ONNX Runtime {ort.__version__} ({PROVIDERS[self.provider]})"
+
+    def _close(self) -> None:
+        self.session = None

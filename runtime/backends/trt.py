@@ -4,8 +4,8 @@ Uses the tensor-name API of TensorRT 10 and 11 only (``set_input_shape``, ``set_
 ``execute_async_v3``): page-locked host buffers and device buffers sized for the profile's largest
 batch, allocated once, and one CUDA stream. Any batch inside the engine's optimization profile runs.
 
-The preprocessing spec comes from the side file's ``"metadata"`` (the ONNX metadata the engine was
-built from), because a serialized engine has no room for it.
+The engine's ``Artifact`` (preprocessing spec, variant, precision, build facts) comes from the side
+file, because a serialized engine has no room for it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,18 @@ import functools
 import importlib
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from runtime.backends.base import BackendError
+from runtime.artifact import Artifact
+from runtime.backends.base import Backend, BackendError, require_file
 from runtime.backends.cuda import CudaError, DeviceBuffer, HostBuffer, Stream, open_cuda
 from runtime.backends.gpu_support import check_gpu_stack
-from runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("tensorrt")  # what the TensorRT library itself says
@@ -33,7 +35,6 @@ INSTALL_HINT = (
     "'.[tensorrt-cu13]' (the major of nvidia-smi's CUDA Version)"
 )
 SIDE_SUFFIX = ".json"
-OUTPUT_NAME = "mask"
 
 
 def import_tensorrt() -> ModuleType | None:
@@ -84,8 +85,8 @@ def side_file(engine_path: str | Path) -> Path:
     return engine_path.with_name(engine_path.name + SIDE_SUFFIX)
 
 
-def read_side_file(engine_path: Path) -> dict[str, Any]:
-    """The side file's contents; BackendError naming the file when it is missing or unusable."""
+def read_side_file(engine_path: Path) -> Artifact:
+    """The engine's artifact from its side file; BackendError naming the file when it is missing or unusable."""
     path = side_file(engine_path)
     if not path.is_file():
         raise BackendError(
@@ -93,32 +94,33 @@ def read_side_file(engine_path: Path) -> dict[str, Any]:
             "which holds the preprocessing spec"
         )
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BackendError(f"{path}: side file is not readable JSON ({type(exc).__name__})") from None
-    if not isinstance(info, dict) or not isinstance(info.get("metadata"), dict):
-        raise BackendError(f'{path}: side file has no "metadata" object')
-    return info
+    return Artifact.from_side_file(data, path)
 
 
-class TensorRTBackend:
+class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        provider: str | None = None,
+        threads: int | None = None,
+        precision: str | None = None,
+    ) -> None:
+        super().__init__(path)
         self._buffers: list[DeviceBuffer | HostBuffer] = []
         self._stream: Stream | None = None
         self.context = self.engine = None
-        if not self.path.is_file():
-            raise BackendError(f"{self.path}: no such engine file")
-        if self.path.stat().st_size == 0:
-            raise BackendError(f"{self.path}: engine file is empty (0 bytes)")
-        self.info = read_side_file(self.path)
-        self.metadata: dict[str, str] = {str(k): str(v) for k, v in self.info["metadata"].items()}
-        try:
-            self.spec = PreprocessSpec.from_metadata(self.metadata)
-        except (ValueError, TypeError) as exc:
-            raise BackendError(f"{side_file(self.path)}: bad preprocessing metadata: {exc}") from None
+        if provider not in (None, "tensorrt"):
+            raise BackendError(f"{self.path}: a TensorRT engine runs on TensorRT, not on provider {provider!r}")
+        require_file(self.path)
+        self._artifact = read_side_file(self.path)
+        if precision not in (None, self._artifact.precision):
+            raise BackendError(f"{self.path}: is a {self._artifact.precision} engine, not {precision}")
+        self.build = dict(self._artifact.tensorrt or {})
         trt = import_tensorrt()
         if trt is None:
             raise BackendError(f"{self.path}: TensorRT is not installed ({INSTALL_HINT})")
@@ -156,8 +158,7 @@ class TensorRTBackend:
         if len(inputs) != 1 or not outputs:
             raise BackendError(f"{self.path}: expected one input and at least one output, got {inputs} -> {outputs}")
         self.input_name = inputs[0]
-        self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
-        self._extra_outputs = [n for n in outputs if n != self.output_name]  # side maps, if exported
+        self.output_names = tuple(outputs)  # the fused map first when exported by this project
         shape = tuple(engine.get_tensor_shape(self.input_name))
         size = self.spec.size
         if len(shape) != 4 or shape[1] != 3 or tuple(shape[2:]) not in ((size, size), (-1, -1)):
@@ -168,7 +169,7 @@ class TensorRTBackend:
         if len(profile) != 3 or any(len(shape) != 4 for shape in profile):
             raise BackendError(f"{self.path}: engine has no optimization profile for {self.input_name}")
         self.profile = tuple(tuple(int(v) for v in s) for s in profile)
-        self.min_batch, self.opt_batch, self.max_batch = (s[0] for s in self.profile)
+        self._min_batch, self.opt_batch, self.max_batch = (s[0] for s in self.profile)
         lo, hi = self.profile[0][2:], self.profile[2][2:]
         if not (lo[0] <= size <= hi[0] and lo[1] <= size <= hi[1]):
             raise BackendError(f"{self.path}: the engine's profile {self.profile} does not allow {size}x{size}")
@@ -179,8 +180,8 @@ class TensorRTBackend:
 
     def _why_unloadable(self, trt: ModuleType) -> str:
         """The likely reason, from what the side file says about the build."""
-        built_version = self.info.get("tensorrt_version")
-        built_gpu, built_cc = self.info.get("gpu_name", "?"), self.info.get("compute_capability")
+        built_version = self.build.get("tensorrt_version")
+        built_gpu, built_cc = self.build.get("gpu_name", "?"), self.build.get("compute_capability")
         if built_version and built_version != str(trt.__version__):
             return f"it was built with TensorRT {built_version}, and engines only load on the version that built them"
         if built_cc and built_cc != self.gpu.compute_capability:
@@ -199,7 +200,7 @@ class TensorRTBackend:
         self._stream = cuda.create_stream()
         self._host: dict[str, HostBuffer] = {}
         self._device: dict[str, DeviceBuffer] = {}
-        for name in [self.input_name, self.output_name, *self._extra_outputs]:
+        for name in [self.input_name, *self.output_names]:
             shape = (
                 (self.max_batch, 3, self.spec.size, self.spec.size)
                 if name == self.input_name
@@ -214,63 +215,61 @@ class TensorRTBackend:
             if not context.set_tensor_address(name, self._device[name].ptr):
                 raise CudaError(f"TensorRT refused the device address of {name}")
 
+    # -- what it is --------------------------------------------------------------------------
+    @property
+    def min_batch(self) -> int:
+        return self._min_batch
+
+    @property
+    def preferred_batch(self) -> int:
+        return self.opt_batch  # what the profile was tuned for
+
+    def _batch_limits_text(self) -> str:
+        return (f"the engine's optimization profile ({self.min_batch}..{self.max_batch}); "
+                "rebuild with --min-batch/--max-batch to change it")  # fmt: skip
+
+    def _engine_text(self) -> str:
+        return f"TensorRT {self.trt.__version__} on {self.gpu}"
+
+    def describe(self) -> str:
+        return f"{super().describe()} (opt {self.opt_batch}), via {self.cuda.name}"
+
     # -- running -----------------------------------------------------------------------------
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.context is None:
-            raise BackendError(f"{self.path}: backend is closed")
-        size = self.spec.size
-        if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[1:] != (3, size, size):
-            got = getattr(batch, "shape", type(batch).__name__)
-            raise BackendError(f"{self.path}: expected a float32 batch (N, 3, {size}, {size}), got {got}")
+    def _run(self, batch: np.ndarray, names: Sequence[str]) -> list[np.ndarray]:
         n = batch.shape[0]
-        if not 1 <= n <= self.max_batch:
-            raise BackendError(
-                f"{self.path}: batch of {n} is outside the engine's optimization profile "
-                f"({self.min_batch}..{self.max_batch}); rebuild with --min-batch/--max-batch to change it"
-            )
+        size = self.spec.size
         if n < self.min_batch:
             # A folder's last, short batch must still run: pad up to the profile's floor, drop the extra maps.
             padding = np.zeros((self.min_batch - n, 3, size, size), batch.dtype)
-            return self.run(np.concatenate([batch, padding]))[:n]
+            return [out[:n] for out in self._run(np.concatenate([batch, padding]), names)]
         shape = (n, 3, size, size)
         if not self.context.set_input_shape(self.input_name, shape):
             raise BackendError(f"{self.path}: TensorRT rejected input shape {shape}")
         host_in = self._host[self.input_name]
         count = int(np.prod(shape))
         host_in.array[:count] = batch.reshape(-1)  # casts to the engine's input dtype (float32 or float16)
-        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        expected = self._output_shape(self.output_name, n)
-        if out_shape != expected:
-            raise BackendError(f"{self.path}: engine output {self.output_name} is {out_shape}, expected {expected}")
+        shapes = {}
+        for name in names:
+            shapes[name] = tuple(self.context.get_tensor_shape(name))
+            expected = self._output_shape(name, n)
+            if shapes[name] != expected:
+                raise BackendError(f"{self.path}: engine output {name} is {shapes[name]}, expected {expected}")
         in_bytes = count * self.dtypes[self.input_name].itemsize
-        out_count = int(np.prod(out_shape))
-        host_out = self._host[self.output_name]
         try:
             self.cuda.copy_to_device(self._device[self.input_name], host_in, in_bytes, self._stream)
             if not self.context.execute_async_v3(self._stream.handle):
                 raise BackendError(f"{self.path}: TensorRT failed to enqueue the batch of {n}")
-            self.cuda.copy_to_host(
-                host_out,
-                self._device[self.output_name],
-                out_count * self.dtypes[self.output_name].itemsize,
-                self._stream,
-            )
-            self._stream.synchronize()  # the host buffer holds the result only after this
+            for name in names:
+                out_bytes = int(np.prod(shapes[name])) * self.dtypes[name].itemsize
+                self.cuda.copy_to_host(self._host[name], self._device[name], out_bytes, self._stream)
+            self._stream.synchronize()  # the host buffers hold the results only after this
         except CudaError as exc:
             raise BackendError(f"{self.path}: {exc}") from None
-        return host_out.array[:out_count].astype(np.float32).reshape(out_shape)
+        return [self._host[name].array[: int(np.prod(shapes[name]))].astype(np.float32).reshape(shapes[name])
+                for name in names]  # fmt: skip
 
-    def describe(self) -> str:
-        variant = self.metadata.get("u2net.variant", '"?"').strip('"')
-        precision = self.info.get("precision") or self.metadata.get("u2net.precision", '"?"').strip('"')
-        size = self.spec.size
-        return (
-            f"TensorRT {self.trt.__version__} on {self.gpu}, {self.path.name}: {variant} {precision} "
-            f"{size}x{size}, batch {self.min_batch}..{self.max_batch} (opt {self.opt_batch}), via {self.cuda.name}"
-        )
-
-    def close(self) -> None:
-        """Free the GPU and pinned memory; safe to call twice."""
+    def _close(self) -> None:
+        """Free the GPU and pinned memory."""
         buffers, self._buffers = self._buffers, []
         for buffer in buffers:
             try:
@@ -284,9 +283,3 @@ class TensorRTBackend:
             except CudaError as exc:
                 log.debug("%s: %s", self.path, exc)
         self.context = self.engine = None
-
-    def __enter__(self) -> TensorRTBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
