@@ -128,7 +128,10 @@ class Remover:
     Runtime intra-op threads. ``batch_size``: images per engine call, capped by the engine's profile
     (default: the backend's ``preferred_batch``: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU).
     ``max_pixels``: larger image files are refused before decoding. ``backend``: a name from
-    ``runtime.backends.BACKENDS`` instead of choosing by the engine's suffix.
+    ``runtime.backends.BACKENDS`` (``onnxruntime``, ``openvino``, ``tensorrt``) instead of the default:
+    by the engine's suffix, and for ``.onnx`` on a CPU the fastest installed (OpenVINO where present).
+    ``precision``: ``fp32`` or ``bf16`` for backends that choose one (OpenVINO; None = BF16 where the
+    CPU computes it natively, else FP32); the log line names the backend and the precision that runs.
     """
 
     def __init__(
@@ -140,10 +143,12 @@ class Remover:
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         backend: str | None = None,
+        precision: str | None = None,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        self.backend: Backend = open_backend(engine, backend=backend, provider=provider, threads=threads)
+        self.backend: Backend = open_backend(engine, backend=backend, provider=provider, threads=threads,
+                                             precision=precision)
         try:
             self.spec = self.backend.spec
             self.batch_size = max(1, min(batch_size or self.backend.preferred_batch, self.backend.max_batch))

@@ -15,6 +15,8 @@ from pathlib import Path
 from runtime.backends.base import Backend, BackendClosed, BackendError, BatchError
 from runtime.backends.onnxrt import PROVIDERS as ONNXRUNTIME_PROVIDERS
 
+PRECISION_CHOICES = ("fp32", "bf16")  # what --precision takes; an INT8 file runs in INT8 on its own
+
 
 @dataclass(frozen=True)
 class BackendEntry:
@@ -62,7 +64,12 @@ def provider_choices() -> list[str]:
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--provider``, with their choices from ``BACKENDS``, for every CLI that runs engines."""
     parser.add_argument("--backend", choices=backend_names(), metavar="|".join(backend_names()),
-                        help="run the engine on this backend (default: chosen by the engine's suffix)")
+                        help="run the engine on this backend (default: by the engine's suffix; an .onnx file on a "
+                        "CPU runs on the fastest one installed: OpenVINO where present, else ONNX Runtime)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES,
+                        help="compute precision where the backend chooses one (OpenVINO): bf16 needs a CPU with "
+                        "AVX-512 BF16 or AMX, elsewhere FP32 runs and the log says so (default: bf16 where "
+                        "native, else fp32; other backends run the file's own precision)")
     parser.add_argument("--provider", choices=provider_choices(),
                         help="ONNX Runtime execution provider (default: cuda when available, else cpu); "
                         "an unavailable provider is an error, never a silent fallback")  # fmt: skip
@@ -87,7 +94,7 @@ def find_backend(path: str | os.PathLike, backend: str | None = None, provider: 
     for entry in BACKENDS:
         if entry.default and suffix in entry.suffixes and entry.wants(Path(text), provider):
             return entry
-    known = ", ".join(s for entry in BACKENDS if entry.default for s in entry.suffixes)
+    known = ", ".join(dict.fromkeys(s for entry in BACKENDS if entry.default for s in entry.suffixes))
     raise BackendError(f"{text}: unknown engine type {suffix or '(no suffix)'!r}; expected {known}")
 
 
