@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= train,export,bench,dev
+EXTRAS ?= train,export,openvino,bench,dev
 
 .PHONY: venv demo test lint clean
 
