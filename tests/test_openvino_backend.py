@@ -105,21 +105,35 @@ def test_onnx_runtime_refuses_a_precision_it_cannot_run(u2netp_onnx):
         assert backend.name == "onnxruntime"
 
 
-def test_default_backend_on_a_cpu_is_openvino_when_installed(u2netp_onnx, monkeypatch):
+def test_default_backend_on_a_cpu_is_the_fastest_installed(u2netp_onnx, monkeypatch, tmp_path):
     fp32 = u2netp_onnx[0]
     monkeypatch.setattr(ov_backend, "_onnxruntime_has_cuda", lambda: False)
-    assert find_backend(fp32).name == "openvino"
+    monkeypatch.setattr(cpu_info, "native_bf16", lambda: True)
+    assert find_backend(fp32).name == "openvino"  # runs BF16
     assert find_backend(fp32, provider="cpu").name == "openvino"
     assert find_backend(fp32, provider="cuda").name == "onnxruntime"
     assert find_backend(fp32, "onnxruntime").name == "onnxruntime"
     assert find_backend(fp32.with_suffix(".plan")).name == "tensorrt"
+    monkeypatch.setattr(cpu_info, "native_bf16", lambda: False)
+    assert find_backend(fp32).name == "onnxruntime"  # OpenVINO FP32 is no faster than ONNX Runtime FP32
+    int8 = tmp_path / "m.int8.onnx"  # the precision comes from the file's own metadata
+    int8.write_bytes(fp32.read_bytes().replace(b'"fp32"', b'"int8"'))
+    assert find_backend(int8).name == "onnxruntime"  # no form recorded: not known to be the u8/s8 CPU form
+    monkeypatch.setattr(ov_backend, "read_onnx_props", lambda path: {"u2net.precision": '"int8"',
+                                                                     "u2net.int8": '{"form": "u8s8"}'})
+    assert find_backend(int8).name == "openvino"
+    monkeypatch.setattr(ov_backend, "read_onnx_props", lambda path: {"u2net.precision": '"int8"',
+                                                                     "u2net.int8": '{"form": "s8s8-symmetric"}'})
+    assert find_backend(int8).name == "onnxruntime"  # TensorRT's form: accurate in ONNX Runtime only
+    monkeypatch.setattr(ov_backend, "read_onnx_props", lambda path: {"u2net.precision": '"int8"',
+                                                                     "u2net.int8": '{"form": "u8s8"}'})
     monkeypatch.setattr(ov_backend, "_onnxruntime_has_cuda", lambda: True)
-    assert find_backend(fp32).name == "onnxruntime"  # a GPU build of ONNX Runtime wins
+    assert find_backend(int8).name == "onnxruntime"  # a GPU build of ONNX Runtime wins
     monkeypatch.setattr(ov_backend, "_onnxruntime_has_cuda", lambda: False)
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino"
                         else real_find_spec(name, *a))
-    assert find_backend(fp32).name == "onnxruntime"  # not installed: ONNX Runtime
+    assert find_backend(int8).name == "onnxruntime"  # not installed: ONNX Runtime
 
 
 def test_remover_log_names_backend_and_precision(u2netp_onnx, caplog):
