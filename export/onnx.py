@@ -109,6 +109,39 @@ class _Probabilities(nn.Module):
         return torch.sigmoid(maps[0])
 
 
+def _trace(model: U2Net, out_path: Path, size: int, opset: int, dynamic_hw: bool, names: list[str]) -> onnx.ModelProto:
+    """The TorchScript exporter's graph of ``model`` (a CPU FP32 copy when it is not one already)."""
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+    first = next(model.parameters())
+    if first.dtype != torch.float32 or first.device.type != "cpu":  # export a CPU FP32 copy, leave the caller's
+        model = copy.deepcopy(model).float().cpu()
+    was_training = model.training
+    # The wrapper must be in eval mode itself: the exporter restores the wrapper's mode, recursively, afterwards.
+    wrapper = _Probabilities(model, all_outputs=len(names) > 1).eval()
+    tmp = out_path.with_name(atomic.temp_name(".onnx"))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The legacy-exporter deprecation notice and the tracer's notes about the model's
+            # size-equality shortcut are expected here and say nothing the user can act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapper, (torch.zeros(1, 3, size, size),), str(tmp), dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=names,
+                dynamic_axes={name: axes for name in (INPUT_NAME, *names)},
+                do_constant_folding=True,  # also folds every BatchNorm into its convolution
+            )  # fmt: skip
+        return onnx.load(tmp)
+    except OSError as exc:
+        raise ExportError(f"{out_path}: cannot write: {exc.strerror or exc}") from None
+    except Exception as exc:  # the exporter raises many types (unsupported opset, untraceable code...)
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"{out_path}: torch.onnx.export failed: {first_line[:200]}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        model.train(was_training)
+
+
 def output_names(all_outputs: bool) -> list[str]:
     return [OUTPUT_NAME, *SIDE_NAMES] if all_outputs else [OUTPUT_NAME]
 
@@ -138,48 +171,12 @@ def export_onnx(model: U2Net, out_path: str | os.PathLike, artifact: Artifact) -
     too with ``dynamic_hw``); outputs ``artifact.outputs``: ``mask`` float32 (N, 1, H, W) fused
     probabilities, then ``side1..side6`` when all outputs are exported.
     """
-    spec, opset, dynamic_hw, variant = artifact.spec, artifact.opset or 17, artifact.dynamic_hw, artifact.variant
-    all_outputs = len(artifact.outputs) > 1
-    if artifact.outputs != tuple(output_names(all_outputs)):
-        raise ExportError(f"{out_path}: cannot export outputs {list(artifact.outputs)}")
     out_path = Path(out_path)
-    check_options(out_path, opset, spec.size)
-    names = output_names(all_outputs)
-    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
-    first = next(model.parameters())
-    if first.dtype != torch.float32 or first.device.type != "cpu":  # export a CPU FP32 copy, leave the caller's
-        model = copy.deepcopy(model).float().cpu()
-    was_training = model.training
-    # The wrapper must be in eval mode itself: the exporter restores the wrapper's mode, recursively, afterwards.
-    wrapper = _Probabilities(model, all_outputs).eval()
-    example = torch.zeros(1, 3, spec.size, spec.size)
-    tmp = out_path.with_name(atomic.temp_name(".onnx"))
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # The legacy-exporter deprecation notice and the tracer's notes about the model's
-            # size-equality shortcut are expected here and say nothing the user can act on.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                wrapper,
-                (example,),
-                str(tmp),
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=names,
-                dynamic_axes={name: axes for name in (INPUT_NAME, *names)},
-                do_constant_folding=True,  # also folds every BatchNorm into its convolution
-            )
-        proto = onnx.load(tmp)
-    except OSError as exc:
-        raise ExportError(f"{out_path}: cannot write: {exc.strerror or exc}") from None
-    except Exception as exc:  # the exporter raises many types (unsupported opset, untraceable code...)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"{out_path}: torch.onnx.export failed: {first[:200]}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-        model.train(was_training)
+    opset, dynamic_hw, variant = artifact.opset or 17, artifact.dynamic_hw, artifact.variant
+    if artifact.outputs not in (tuple(output_names(False)), tuple(output_names(True))):
+        raise ExportError(f"{out_path}: cannot export outputs {list(artifact.outputs)}")
+    check_options(out_path, opset, artifact.spec.size)
+    proto = _trace(model, out_path, artifact.spec.size, opset, dynamic_hw, list(artifact.outputs))
     write_artifact(proto, artifact.replace(opset=opset))
     proto.producer_name, proto.producer_version = PRODUCER, project_version()
     proto.doc_string = f"{variant} salient-object mask: input '{INPUT_NAME}', output '{OUTPUT_NAME}' (probabilities)"

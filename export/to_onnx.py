@@ -84,22 +84,6 @@ def fp16_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.fp16{out.suffix}")
 
 
-def spec_from_meta(meta: dict, size: int | None, path: Path) -> PreprocessSpec:
-    """The preprocessing the checkpoint was trained with; ``size`` overrides its input size."""
-    base = PreprocessSpec()
-    input_size = meta.get("input_size")
-    if size is None:
-        size = input_size if isinstance(input_size, int) and input_size > 0 else DEFAULT_SIZE
-    try:
-        mean = tuple(float(v) for v in meta.get("mean", base.mean))
-        std = tuple(float(v) for v in meta.get("std", base.std))
-    except (TypeError, ValueError):
-        raise ExportError(f"{path}: meta mean/std are not lists of numbers") from None
-    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ExportError(f"{path}: meta mean/std must be three numbers each, std > 0 (got {mean}, {std})")
-    return PreprocessSpec(size=int(size), mean=mean, std=std, divide_by_max=bool(meta.get("divide_by_max", True)))
-
-
 def _missing_ancestor(folder: Path) -> Path | None:
     """The outermost folder of ``folder``'s path that does not exist yet (None if it exists)."""
     missing = None
@@ -197,7 +181,8 @@ def run_export(
             loaded = load_checkpoint(ckpt, model=model)
         except CheckpointError as exc:
             raise ExportError(str(exc)) from None
-        spec = spec_from_meta(loaded.meta, size, ckpt)
+        spec = loaded.spec or PreprocessSpec(size=DEFAULT_SIZE)  # official raw state dicts carry none
+        spec = replace(spec, size=size) if size is not None else spec
         check_options(out, opset, spec.size)
         artifact = onnx_artifact(loaded.variant, spec, opset=opset, dynamic_hw=dynamic_hw, all_outputs=all_outputs,
                                  source=ckpt, source_sha256=file_sha256(ckpt))  # fmt: skip

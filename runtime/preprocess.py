@@ -11,6 +11,7 @@ Output: fused probability map -> min-max normalised per image -> resized back (b
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,10 +39,10 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessSpec:
-        """Inverse of ``to_dict``; absent keys keep their defaults. ValueError/TypeError saying which
-        value is wrong (a size that is not a positive whole number, a mean that is not three numbers...)."""
+        """Inverse of ``to_dict``; absent keys keep their defaults. ValueError saying which value is
+        wrong (a size that is not a positive whole number, a mean that is not three finite numbers...)."""
         if not isinstance(data, Mapping):
-            raise TypeError(f"expected an object, not {type(data).__name__}")
+            raise ValueError(f"expected an object, not {type(data).__name__}")
         values: dict[str, Any] = {}
         if data.get("size") is not None:
             size = data["size"]
@@ -52,7 +53,7 @@ class PreprocessSpec:
             if data.get(name) is not None:
                 triple = data[name]
                 if not isinstance(triple, list | tuple) or len(triple) != 3 or not all(
-                    isinstance(v, int | float) and not isinstance(v, bool) for v in triple
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in triple
                 ):
                     raise ValueError(f"{name} is {triple!r}, expected three numbers")
                 values[name] = tuple(float(v) for v in triple)

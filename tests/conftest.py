@@ -1,13 +1,11 @@
-"""Shared fixtures: a small random U²-NetP checkpoint and the location of the SOD photos."""
+"""Shared fixtures: the one random U²-NetP artifact and the location of the SOD photos."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-# Exported-model fixtures (u2netp_test_model, u2netp_test_ckpt, u2netp_onnx) for every test module.
-from fixtures_export import u2netp_onnx, u2netp_test_ckpt, u2netp_test_model  # noqa: F401
+from random_u2netp import RandomU2NetP, build_random_u2netp
 
 from export.verify import SOD_DIR  # the one definition (honours U2NET_SOD_DIR)
 
@@ -20,14 +18,7 @@ def sod_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def u2netp_ckpt(tmp_path_factory) -> Path:
-    """A randomly initialised U²-NetP in the project's training-checkpoint format."""
-    torch = pytest.importorskip("torch")
-    from train.checkpoint import save_checkpoint
-    from train.model import build_model
-
-    torch.manual_seed(0)
-    model = build_model("u2netp").eval()
-    path = tmp_path_factory.mktemp("ckpt") / "u2netp_random.pth"
-    save_checkpoint(path, model, "u2netp", meta={"input_size": 320, "note": "random init for tests"})
-    return path
+def random_u2netp(tmp_path_factory) -> RandomU2NetP:
+    """``random_u2netp.RandomU2NetP``: model, checkpoint and verified FP32/FP16 ONNX, built once."""
+    pytest.importorskip("torch")
+    return build_random_u2netp(tmp_path_factory.mktemp("random_u2netp"))

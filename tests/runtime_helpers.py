@@ -1,4 +1,5 @@
-"""Shared pieces of the runtime tests: a tiny real ONNX model and image-file writers.
+"""Shared pieces of the runtime tests: a tiny real ONNX model and image-file writers (the random
+U²-NetP is ``random_u2netp``, the session fixture of conftest.py).
 
 The tiny model is a genuine ONNX graph run by ONNX Runtime: mask = sigmoid(mean over the
 normalised RGB channels), so bright pixels get high mask values and every output is checkable.
@@ -6,8 +7,6 @@ normalised RGB channels), so bright pixels get high mask values and every output
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
 import json
 from pathlib import Path
@@ -76,36 +75,3 @@ def encoded(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, fmt)
     return buf.getvalue()
-
-
-U2NETP_TEST_SIZE = 64  # any size works for the architecture; small keeps the tests fast
-
-
-@functools.cache
-def exported_u2netp(folder: Path):
-    """(random U²-NetP in eval mode, its ONNX export at U2NETP_TEST_SIZE): built once per test session,
-    shared by the runtime test modules (pass the same session-wide folder)."""
-    import torch
-
-    from export.onnx import export_onnx, onnx_artifact
-    from train.model import build_model
-
-    torch.manual_seed(0)
-    model = build_model("u2netp").eval()
-    with one_torch_thread():
-        artifact = onnx_artifact("u2netp", PreprocessSpec(size=U2NETP_TEST_SIZE))
-        path = export_onnx(model, folder / "u2netp.onnx", artifact)
-    return model, path
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Tiny models run ~40x slower on a busy 2-core machine when torch's OpenMP threads fight for the cores."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

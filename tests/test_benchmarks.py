@@ -24,12 +24,12 @@ def test_measure_counts_warmup_and_minimum_iterations():
     assert t.percentile(50) == 10.0
 
 
-def test_torch_and_onnxruntime_runners_agree(u2netp_onnx, u2netp_test_model):
+def test_torch_and_onnxruntime_runners_agree(random_u2netp):
     from runtime.backends.onnxrt import OnnxRuntimeBackend
 
-    fp32, _ = u2netp_onnx
+    fp32, _ = random_u2netp.onnx
     ort_runner = OnnxRuntimeBackend(fp32, provider="cpu")
-    torch_runner = runners.torch_backend(u2netp_test_model, ort_runner.spec)
+    torch_runner = runners.torch_backend(random_u2netp.model, ort_runner.spec)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (50, 70, 3), dtype=np.uint8) for _ in range(2)]
     batch = preprocess(images, ort_runner.spec)
@@ -87,8 +87,8 @@ def _tiny_dataset(root, n=6):
     return root
 
 
-def test_accuracy_compare_reports_both_engines_and_deltas(tmp_path, u2netp_onnx):
-    fp32, fp16 = u2netp_onnx
+def test_accuracy_compare_reports_both_engines_and_deltas(tmp_path, random_u2netp):
+    fp32, fp16 = random_u2netp.onnx
     data = _tiny_dataset(tmp_path / "data")
     out = tmp_path / "acc.json"
     assert accuracy.main(["--engine", str(fp32), "--compare", str(fp16), "--data", str(data), "--json", str(out),
@@ -106,8 +106,8 @@ def test_accuracy_compare_reports_both_engines_and_deltas(tmp_path, u2netp_onnx)
     assert 0 <= doc["mae"] <= 1 and 0 <= doc["max_f"] <= 1
 
 
-def test_accuracy_missing_data_is_one_line(tmp_path, u2netp_onnx, capsys):
-    assert accuracy.main(["--engine", str(u2netp_onnx[0]), "--data", str(tmp_path / "absent")]) == 2
+def test_accuracy_missing_data_is_one_line(tmp_path, random_u2netp, capsys):
+    assert accuracy.main(["--engine", str(random_u2netp.onnx[0]), "--data", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "absent" in err and "\n" not in err
 

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from train.model import build_model
+from runtime.preprocess import PreprocessSpec
+from train.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from train.model import U2Net, build_model, build_model_from_args
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,102 @@ def test_training_checkpoint_round_trip(tmp_path, weights):
     assert ckpt.raw["iteration"] == 7
     assert "optimizer" in ckpt.raw
     assert _same_weights(ckpt.model, weights)
+    assert ckpt.spec == PreprocessSpec(size=288)  # loose format-/1 meta keys still describe the spec
+
+
+def test_model_args_and_preprocess_are_stored_as_plain_dicts(tmp_path, weights):
+    model = build_model("u2netp")
+    model.load_state_dict(weights)
+    spec = PreprocessSpec(size=96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), divide_by_max=False)
+    path = tmp_path / "new.pth"
+    save_checkpoint(path, model, "u2netp", meta={"note": "x"}, spec=spec)
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == CHECKPOINT_FORMAT
+    assert raw["preprocess"] == {"size": 96, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+                                 "divide_by_max": False}
+    assert raw["model_args"]["name"] == "u2netp" and len(raw["model_args"]["encoder"]) == 6
+    assert raw["model_args"]["encoder"][0] == {"height": 7, "in_ch": 3, "mid_ch": 16, "out_ch": 64, "dilated": False}
+    assert "input_size" not in raw["meta"]  # the spec lives in one place
+    ckpt = load_checkpoint(path)
+    assert ckpt.spec == spec and ckpt.variant == "u2netp" and ckpt.model_args == raw["model_args"]
+    assert _same_weights(ckpt.model, weights)
+
+
+def test_the_file_s_model_args_rebuild_the_network_not_the_built_in_table(tmp_path):
+    # A narrower U²-NetP (mid_ch 8) exists in no table here: only the file's model_args can rebuild it.
+    args = build_model("u2netp").model_args()
+    for part in ("encoder", "decoder"):
+        args[part] = [{**stage, "mid_ch": 8} for stage in args[part]]
+    torch.manual_seed(2)
+    narrow = build_model_from_args(args)
+    path = tmp_path / "narrow.pth"
+    save_checkpoint(path, narrow, "u2netp")
+    ckpt = load_checkpoint(path)
+    assert ckpt.model.stage1.rebnconv1.conv_s1.out_channels == 8
+    assert _same_weights(ckpt.model, narrow.state_dict())
+    assert ckpt.spec is None  # saved without a spec: the file does not say
+
+
+def test_format_1_training_checkpoint_still_loads(tmp_path, weights):
+    # What this project wrote before model_args: loose spec keys in meta, DDP-prefixed weights.
+    path = tmp_path / "old.pth"
+    meta = {"variant": "u2netp", "input_size": 160, "mean": [0.4, 0.4, 0.4], "std": [0.2, 0.2, 0.2],
+            "divide_by_max": True, "iteration": 3}
+    torch.save({"format": "u2net-toolkit/1", "variant": "u2netp", "model": {"module." + k: v for k, v in weights.items()},
+                "meta": meta, "iteration": 3}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt.variant == "u2netp" and ckpt.meta == meta
+    assert ckpt.spec == PreprocessSpec(size=160, mean=(0.4, 0.4, 0.4), std=(0.2, 0.2, 0.2))
+    assert ckpt.model_args == build_model("u2netp").model_args()
+    assert _same_weights(ckpt.model, weights)
+
+
+def test_official_raw_state_dict_has_no_spec(tmp_path, weights):
+    path = tmp_path / "u2netp.pth"
+    torch.save(weights, path)
+    assert load_checkpoint(path).spec is None
+
+
+def _saved_then_edited(tmp_path, weights, **changes):
+    model = build_model("u2netp")
+    model.load_state_dict(weights)
+    path = tmp_path / "edited.pth"
+    save_checkpoint(path, model, "u2netp", spec=PreprocessSpec(size=64))
+    raw = torch.load(path, weights_only=True)
+    raw.update(changes)
+    torch.save(raw, path)
+    return path
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"model_args": {"name": "u2netp", "encoder": "x", "decoder": []}}, "unusable model_args: model_args encoder"),
+    ({"model_args": {"name": "u2netp", "encoder": [{"height": 7}], "decoder": []}}, "unusable model_args"),
+    ({"preprocess": {"size": "320"}}, "bad preprocessing spec: size is '320', expected a positive whole number"),
+    ({"preprocess": {"std": [0.2, 0.0, 0.2]}}, "bad preprocessing spec: std"),
+])
+def test_bad_model_args_or_spec_are_one_line_errors(tmp_path, weights, changes, message):
+    assert message in _message(_saved_then_edited(tmp_path, weights, **changes))
+
+
+def test_model_args_that_disagree_with_the_weights(tmp_path, weights):
+    path = _saved_then_edited(tmp_path, weights, model_args=build_model("u2net").model_args())
+    assert "weights do not match its own model_args" in _message(path)
+    path = _saved_then_edited(tmp_path, weights)
+    assert "does not match --model u2net (it holds u2netp weights)" in _message(path, model="u2net")
+
+
+def test_wrapped_models_are_saved_unwrapped(tmp_path, weights):
+    class Wrapper(torch.nn.Module):  # DDP and torch.compile both keep the network as an attribute
+        def __init__(self, inner: U2Net) -> None:
+            super().__init__()
+            self.module = inner
+
+    model = build_model("u2netp")
+    model.load_state_dict(weights)
+    path = tmp_path / "wrapped.pth"
+    save_checkpoint(path, Wrapper(model), "u2netp")
+    assert not any(k.startswith("module.") for k in torch.load(path, weights_only=True)["model"])
+    assert _same_weights(load_checkpoint(path).model, weights)
 
 
 def test_explicit_model_flag(tmp_path, weights):

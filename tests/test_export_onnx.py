@@ -1,6 +1,6 @@
 """ONNX export: contract, metadata, FP16, verification, checkpoint formats and CLI errors.
 
-Uses a random but non-trivial U²-NetP (``fixtures_export.make_test_model``) at 64x64 to stay fast.
+Uses a random but non-trivial U²-NetP (the ``random_u2netp`` fixture, ``tests/random_u2netp.py``) at 64x64 to stay fast.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from fixtures_export import TEST_SIZE
+from random_u2netp import SIZE as TEST_SIZE
 
 from export import to_onnx
 from export.errors import ExportError
@@ -54,8 +54,8 @@ def _files(folder: Path) -> list[str]:
 # --- contract --------------------------------------------------------------------------------
 
 
-def test_fp32_contract_names_dtypes_shapes_and_batch_1_and_3(u2netp_onnx, u2netp_test_model):
-    fp32, _ = u2netp_onnx
+def test_fp32_contract_names_dtypes_shapes_and_batch_1_and_3(random_u2netp):
+    fp32, _ = random_u2netp.onnx
     session = _session(fp32)
     (inp,), outs = session.get_inputs(), session.get_outputs()
     assert (inp.name, inp.type) == ("image", "tensor(float)")
@@ -65,14 +65,14 @@ def test_fp32_contract_names_dtypes_shapes_and_batch_1_and_3(u2netp_onnx, u2netp
         x = _batch(n, TEST_SIZE, TEST_SIZE, seed=n)
         (mask,) = session.run(None, {"image": x})
         assert mask.shape == (n, 1, TEST_SIZE, TEST_SIZE) and mask.dtype == np.float32
-        np.testing.assert_allclose(mask, _torch_maps(u2netp_test_model, x)[0], atol=TOLERANCES["fp32"].max_abs, rtol=0)
+        np.testing.assert_allclose(mask, _torch_maps(random_u2netp.model, x)[0], atol=TOLERANCES["fp32"].max_abs, rtol=0)
     # Static H/W means static: another size is refused rather than silently resized.
     with pytest.raises(Exception, match="(?i)dimension|shape"):
         session.run(None, {"image": _batch(1, TEST_SIZE + 1, TEST_SIZE + 1)})
 
 
-def test_resize_matches_align_corners_false(u2netp_onnx):
-    graph = onnx.load(u2netp_onnx[0]).graph
+def test_resize_matches_align_corners_false(random_u2netp):
+    graph = onnx.load(random_u2netp.onnx[0]).graph
     resizes = [n for n in graph.node if n.op_type == "Resize"]
     assert resizes, "the decoder's upsampling must be in the graph"
     for node in resizes:
@@ -81,8 +81,8 @@ def test_resize_matches_align_corners_false(u2netp_onnx):
         assert attrs["coordinate_transformation_mode"] in (b"half_pixel", b"pytorch_half_pixel")
 
 
-def test_dynamic_hw_and_all_outputs_at_odd_sizes_batch_1_and_3(u2netp_test_ckpt, u2netp_test_model, tmp_path):
-    (path,) = to_onnx.export_checkpoint(u2netp_test_ckpt, tmp_path / "seven.onnx", dynamic_hw=True, all_outputs=True)
+def test_dynamic_hw_and_all_outputs_at_odd_sizes_batch_1_and_3(random_u2netp, tmp_path):
+    (path,) = to_onnx.export_checkpoint(random_u2netp.ckpt, tmp_path / "seven.onnx", dynamic_hw=True, all_outputs=True)
     session = _session(path)
     shape = session.get_inputs()[0].shape
     assert all(isinstance(d, str) for d in (shape[0], shape[2], shape[3])) and shape[1] == 3
@@ -91,7 +91,7 @@ def test_dynamic_hw_and_all_outputs_at_odd_sizes_batch_1_and_3(u2netp_test_ckpt,
     for n, h, w in ((1, 65, 97), (3, 47, 33)):
         x = _batch(n, h, w, seed=h)
         got = session.run(None, {"image": x})
-        want = _torch_maps(u2netp_test_model, x)
+        want = _torch_maps(random_u2netp.model, x)
         for name, g, expected in zip(names, got, want, strict=True):
             assert g.shape == (n, 1, h, w), name
             np.testing.assert_allclose(g, expected, atol=TOLERANCES["fp32"].max_abs, rtol=0, err_msg=name)
@@ -104,9 +104,9 @@ def test_dynamic_hw_and_all_outputs_at_odd_sizes_batch_1_and_3(u2netp_test_ckpt,
 # --- metadata --------------------------------------------------------------------------------
 
 
-def test_metadata_keys_and_round_trip(u2netp_onnx, u2netp_test_ckpt):
-    sha = hashlib.sha256(u2netp_test_ckpt.read_bytes()).hexdigest()
-    for path, precision in zip(u2netp_onnx, ("fp32", "fp16"), strict=True):
+def test_metadata_keys_and_round_trip(random_u2netp):
+    sha = hashlib.sha256(random_u2netp.ckpt.read_bytes()).hexdigest()
+    for path, precision in zip(random_u2netp.onnx, ("fp32", "fp16"), strict=True):
         model = onnx.load(path)
         props = {p.key: p.value for p in model.metadata_props}
         assert CONTRACT_KEYS <= set(props)
@@ -123,11 +123,11 @@ def test_metadata_keys_and_round_trip(u2netp_onnx, u2netp_test_ckpt):
         onnx.checker.check_model(model, full_check=True)
 
 
-def test_training_checkpoint_meta_travels_into_the_file(u2netp_test_model, tmp_path, capsys):
+def test_training_checkpoint_meta_travels_into_the_file(random_u2netp, tmp_path, capsys):
     """Default output next to the checkpoint; size and normalisation from its meta; --model and --opset."""
     ckpt = tmp_path / "custom.pth"
     meta = {"input_size": 96, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "divide_by_max": False}
-    save_checkpoint(ckpt, u2netp_test_model, "u2netp", meta=meta)
+    save_checkpoint(ckpt, random_u2netp.model, "u2netp", meta=meta)
     assert to_onnx.main([str(ckpt), "--model", "u2netp", "--opset", str(MIN_OPSET)]) == 0
     out = tmp_path / "custom.onnx"
     stdout = capsys.readouterr().out
@@ -143,8 +143,8 @@ def test_training_checkpoint_meta_travels_into_the_file(u2netp_test_model, tmp_p
 # --- FP16 ------------------------------------------------------------------------------------
 
 
-def test_fp16_weights_are_half_and_io_stays_float32(u2netp_onnx):
-    fp32, fp16 = u2netp_onnx
+def test_fp16_weights_are_half_and_io_stays_float32(random_u2netp):
+    fp32, fp16 = random_u2netp.onnx
     model = onnx.load(fp16)
     kinds = Counter(init.data_type for init in model.graph.initializer)
     assert kinds[onnx.TensorProto.FLOAT16] > 100 and kinds[onnx.TensorProto.FLOAT] == 0, kinds
@@ -157,10 +157,10 @@ def test_fp16_weights_are_half_and_io_stays_float32(u2netp_onnx):
     assert fp16.stat().st_size < 0.6 * fp32.stat().st_size
 
 
-def test_fp16_within_tolerance_and_really_computes_in_half(u2netp_onnx, u2netp_test_model):
-    fp32, fp16 = u2netp_onnx
+def test_fp16_within_tolerance_and_really_computes_in_half(random_u2netp):
+    fp32, fp16 = random_u2netp.onnx
     x = _batch(3, TEST_SIZE, TEST_SIZE)
-    want = _torch_maps(u2netp_test_model, x)[0]
+    want = _torch_maps(random_u2netp.model, x)[0]
     half = _session(fp16).run(None, {"image": x})[0]
     full = _session(fp32).run(None, {"image": x})[0]
     tol = TOLERANCES["fp16"]
@@ -171,8 +171,8 @@ def test_fp16_within_tolerance_and_really_computes_in_half(u2netp_onnx, u2netp_t
     assert np.abs(half - full).max() > 1e-5
 
 
-def test_fp16_parity_check_reports_numbers(u2netp_onnx, u2netp_test_model):
-    result = ParityCheck(u2netp_test_model).verify(u2netp_onnx[1])
+def test_fp16_parity_check_reports_numbers(random_u2netp):
+    result = ParityCheck(random_u2netp.model).verify(random_u2netp.onnx[1])
     assert result.precision == "fp16" and result.ok
     assert 0 < result.mean_abs <= result.max_abs <= TOLERANCES["fp16"].max_abs
     assert "batch 3" in result.summary() and "batch 1" in result.summary()
@@ -198,26 +198,26 @@ def test_tolerance_table():
     assert not Tolerance(max_abs=1.0).accepts(float("nan"), 0.0)
 
 
-def test_tampered_file_fails_verification(u2netp_onnx, u2netp_test_model, tmp_path):
+def test_tampered_file_fails_verification(random_u2netp, tmp_path):
     bad = tmp_path / "tampered.onnx"
-    bad.write_bytes(u2netp_onnx[0].read_bytes())
+    bad.write_bytes(random_u2netp.onnx[0].read_bytes())
     _perturb_fuse_weight(bad)
-    parity = ParityCheck(u2netp_test_model)
-    assert parity.verify(u2netp_onnx[0]).ok  # the untouched file passes the same check
+    parity = ParityCheck(random_u2netp.model)
+    assert parity.verify(random_u2netp.onnx[0]).ok  # the untouched file passes the same check
     result = parity.compare(bad)
     assert not result.ok and result.max_abs > 1e-2
     with pytest.raises(ExportError, match="tampered.onnx: verification failed"):
         parity.verify(bad)
 
 
-def test_metadata_that_misdescribes_the_checkpoint_fails(u2netp_onnx, u2netp_test_model):
+def test_metadata_that_misdescribes_the_checkpoint_fails(random_u2netp):
     wrong = PreprocessSpec(size=TEST_SIZE, mean=(0.5, 0.5, 0.5))
     with pytest.raises(ExportError, match="u2netp.onnx: metadata describes"):
-        ParityCheck(u2netp_test_model, spec=wrong).compare(u2netp_onnx[0])
+        ParityCheck(random_u2netp.model, spec=wrong).compare(random_u2netp.onnx[0])
 
 
 @pytest.mark.parametrize("stage", ["fp32", "fp16"])
-def test_cli_removes_everything_when_verification_fails(stage, u2netp_test_ckpt, tmp_path, monkeypatch, capsys):
+def test_cli_removes_everything_when_verification_fails(stage, random_u2netp, tmp_path, monkeypatch, capsys):
     """A file that differs from the checkpoint's model is caught; no file (or staging folder) is left."""
     target = "export_onnx" if stage == "fp32" else "convert_to_fp16"
     real = getattr(to_onnx, target)
@@ -229,22 +229,12 @@ def test_cli_removes_everything_when_verification_fails(stage, u2netp_test_ckpt,
 
     monkeypatch.setattr(to_onnx, target, tampering)
     out = tmp_path / "new" / "folder" / "m.onnx"
-    code = to_onnx.main([str(u2netp_test_ckpt), "-o", str(out), "--fp16"])
+    code = to_onnx.main([str(random_u2netp.ckpt), "-o", str(out), "--fp16"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert len(err) == 1 and "verification failed" in err[0] and "nothing was written" in err[0]
     assert str(out.parent / ("m.fp16.onnx" if stage == "fp16" else "m.onnx")) in err[0]
     assert _files(tmp_path) == []  # no file, no staging folder, not even the folders made for the output
-
-
-def test_spec_from_checkpoint_meta():
-    ckpt = Path("x.pth")
-    assert to_onnx.spec_from_meta({}, None, ckpt) == PreprocessSpec(size=320)  # official files have no meta
-    assert to_onnx.spec_from_meta({"input_size": 288}, None, ckpt).size == 288
-    assert to_onnx.spec_from_meta({"input_size": 288}, 128, ckpt).size == 128  # --size wins
-    for bad in ({"mean": [0.5, 0.5]}, {"std": [0.2, 0.0, 0.2]}, {"mean": "abc"}):
-        with pytest.raises(ExportError, match="x.pth: meta mean/std"):
-            to_onnx.spec_from_meta(bad, None, ckpt)
 
 
 def test_sample_images_fall_back_to_synthetic(tmp_path):
@@ -262,9 +252,9 @@ def test_sample_images_use_sod_photos(sod_dir):
 # --- checkpoint formats and CLI -----------------------------------------------------------------
 
 
-def test_official_raw_state_dict_via_subprocess(u2netp_test_model, tmp_path):
+def test_official_raw_state_dict_via_subprocess(random_u2netp, tmp_path):
     ckpt = tmp_path / "u2netp.pth"
-    torch.save(u2netp_test_model.state_dict(), ckpt)  # the official format: a bare state dict
+    torch.save(random_u2netp.model.state_dict(), ckpt)  # the official format: a bare state dict
     out = tmp_path / "nested" / "dir" / "u2netp.onnx"  # missing folders are created
     run = subprocess.run(
         [sys.executable, "-m", "export.to_onnx", str(ckpt), "-o", str(out), "--size", str(TEST_SIZE),
@@ -310,18 +300,18 @@ def test_corrupt_checkpoint(tmp_path, capsys):
     assert _files(tmp_path) == ["broken.pth"]
 
 
-def test_wrong_architecture_flag(u2netp_test_ckpt, tmp_path, capsys):
-    assert to_onnx.main([str(u2netp_test_ckpt), "-o", str(tmp_path / "x.onnx"), "--model", "u2net"]) == 1
+def test_wrong_architecture_flag(random_u2netp, tmp_path, capsys):
+    assert to_onnx.main([str(random_u2netp.ckpt), "-o", str(tmp_path / "x.onnx"), "--model", "u2net"]) == 1
     line = _one_line_error(capsys)
     assert "u2netp_test.pth" in line and "u2net" in line
     assert _files(tmp_path) == []
 
 
-def test_unwritable_output_directory(u2netp_test_ckpt, tmp_path, capsys):
+def test_unwritable_output_directory(random_u2netp, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     # Root may write anywhere, so use a path whose "folder" is a file: no one can create it.
-    assert to_onnx.main([str(u2netp_test_ckpt), "-o", str(blocker / "sub" / "m.onnx")]) == 1
+    assert to_onnx.main([str(random_u2netp.ckpt), "-o", str(blocker / "sub" / "m.onnx")]) == 1
     assert "a_file" in _one_line_error(capsys)
     assert _files(tmp_path) == ["a_file"]
 
@@ -335,18 +325,18 @@ def test_unwritable_output_directory(u2netp_test_ckpt, tmp_path, capsys):
         (["-o", "{tmp}/model.bin"], ".onnx"),
     ],
 )
-def test_bad_options_fail_cleanly(args, needle, u2netp_test_ckpt, tmp_path, capsys):
+def test_bad_options_fail_cleanly(args, needle, random_u2netp, tmp_path, capsys):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if "-o" not in args:
         args += ["-o", str(tmp_path / "m.onnx")]
-    assert to_onnx.main([str(u2netp_test_ckpt), *args]) == 1
+    assert to_onnx.main([str(random_u2netp.ckpt), *args]) == 1
     assert needle in _one_line_error(capsys)
     assert _files(tmp_path) == []
 
 
-def test_argparse_rejects_nonsense(u2netp_test_ckpt, capsys):
+def test_argparse_rejects_nonsense(random_u2netp, capsys):
     for argv in (["--size", "0"], ["--model", "resnet"], []):
         with pytest.raises(SystemExit) as exc:
-            to_onnx.main(([str(u2netp_test_ckpt)] if argv else []) + argv)
+            to_onnx.main(([str(random_u2netp.ckpt)] if argv else []) + argv)
         assert exc.value.code == 2
     capsys.readouterr()

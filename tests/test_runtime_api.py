@@ -7,16 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from runtime_helpers import (
-    TINY_SIZE,
-    U2NETP_TEST_SIZE,
-    encoded,
-    exported_u2netp,
-    make_tiny_onnx,
-    one_torch_thread,
-    save,
-    scene,
-)
+from random_u2netp import one_torch_thread
+from runtime_helpers import TINY_SIZE, encoded, make_tiny_onnx, save, scene
 
 from runtime.api import Remover, apply_composite, apply_cutout, fit_background, parse_color
 from runtime.backends import BackendError
@@ -32,13 +24,6 @@ def tiny(tmp_path_factory):
 def remover(tiny):
     with Remover(tiny, provider="cpu", threads=1) as r:
         yield r
-
-
-@pytest.fixture(scope="module")
-def u2netp(tmp_path_factory):
-    """(PyTorch U²-NetP, its real ONNX export) via the project's exporter."""
-    pytest.importorskip("torch")
-    return exported_u2netp(tmp_path_factory.getbasetemp())
 
 
 def test_mask_finds_the_bright_object(remover):
@@ -170,12 +155,12 @@ def test_helpers_on_bgr_order():
     assert (over[20:] == (1, 2, 3)).all()
 
 
-def test_exported_u2netp_matches_pytorch(u2netp):
+def test_exported_u2netp_matches_pytorch(random_u2netp):
     import torch
 
-    u2netp_model, u2netp_file = u2netp
+    u2netp_model, u2netp_file = random_u2netp.model, random_u2netp.fp32
     images = [scene(50, 70, seed=4), scene(64, 64, seed=5), scene(33, 90, seed=6)]
-    spec = PreprocessSpec(size=U2NETP_TEST_SIZE)
+    spec = PreprocessSpec(size=random_u2netp.size)
     with torch.no_grad(), one_torch_thread():
         probs = u2netp_model(torch.from_numpy(preprocess(images, spec))).numpy()
     with Remover(u2netp_file, batch_size=2) as r:

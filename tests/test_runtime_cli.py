@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from runtime_helpers import exported_u2netp, make_tiny_onnx, save, scene
+from runtime_helpers import make_tiny_onnx, save, scene
 
 from runtime.api import Remover
 from runtime.infer import main
@@ -260,10 +260,9 @@ def test_skip_existing(tmp_path, capsys, tiny):
     assert code == 0 and read(tmp_path / "o" / "a.png").shape == (48, 72, 4)
 
 
-def test_real_u2netp_through_the_module_entry_point(tmp_path_factory, tmp_path):
+def test_real_u2netp_through_the_module_entry_point(random_u2netp, tmp_path):
     """``python -m runtime.infer`` as a user runs it, on a real exported U²-NetP, in a fresh interpreter."""
-    pytest.importorskip("torch")
-    model, engine = exported_u2netp(tmp_path_factory.getbasetemp())
+    engine = random_u2netp.fp32
     for i in range(3):
         save(tmp_path / "in" / f"{i}.jpg", scene(60 + 10 * i, 80, seed=i), quality=90)
     code = (

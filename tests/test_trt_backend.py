@@ -17,7 +17,6 @@ import onnxruntime as ort
 import pytest
 from fake_tensorrt import FakeCudaRuntime, FakeGpu, install_tensorrt
 
-from export.to_onnx import export_checkpoint
 from export.trt import BuildOptions, Profile, build_engine
 from runtime.backends import open_backend
 from runtime.backends.base import BackendError
@@ -28,10 +27,10 @@ VERSIONS = ["10.13.0.35", "11.4.0.106"]
 
 
 @pytest.fixture(scope="module")
-def onnx_pair(u2netp_ckpt, tmp_path_factory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("onnx") / "u2netp.onnx"
-    fp32, fp16 = export_checkpoint(u2netp_ckpt, out, size=SIZE, fp16=True)
-    return fp32, fp16
+def onnx_pair(random_u2netp) -> tuple[Path, Path]:
+    """(FP32, FP16) ONNX of the session's random U²-NetP; tests that write next to a file copy it first."""
+    assert random_u2netp.size == SIZE
+    return random_u2netp.onnx
 
 
 def build(tmp_path, monkeypatch, onnx_pair, version="10.13.0.35", batches=(1, 2, 4), precision="fp16", **fake):

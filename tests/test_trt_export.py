@@ -24,7 +24,6 @@ from fake_tensorrt import CACHE_MAGIC, FakeCudaRuntime, FakeGpu, install_tensorr
 
 from export.errors import ExportError
 from export.onnx import read_artifact
-from export.to_onnx import export_checkpoint
 from export.to_trt import default_output, main
 from export.trt import BuildOptions, Profile, build_engine, check_batches, plan_precision, require_tensorrt
 from runtime.artifact import Artifact
@@ -36,10 +35,10 @@ STRONGLY_TYPED_10 = 1 << 1  # NetworkDefinitionCreationFlag.STRONGLY_TYPED is bi
 
 
 @pytest.fixture(scope="module")
-def onnx_pair(u2netp_ckpt, tmp_path_factory) -> tuple[Path, Path]:
-    out = tmp_path_factory.mktemp("onnx") / "u2netp.onnx"
-    fp32, fp16 = export_checkpoint(u2netp_ckpt, out, size=SIZE, fp16=True)
-    return fp32, fp16
+def onnx_pair(random_u2netp) -> tuple[Path, Path]:
+    """(FP32, FP16) ONNX of the session's random U²-NetP; tests that write next to a file copy it first."""
+    assert random_u2netp.size == SIZE
+    return random_u2netp.onnx
 
 
 @pytest.fixture
@@ -169,16 +168,16 @@ def test_fp32_engine_is_strongly_typed_from_the_fp32_onnx(tmp_path, monkeypatch,
     assert "fp32 tolerance" in out
 
 
-def test_from_checkpoint_writes_both_onnx_files_then_the_engine(tmp_path, monkeypatch, capsys, u2netp_ckpt):
+def test_from_checkpoint_writes_both_onnx_files_then_the_engine(tmp_path, monkeypatch, capsys, random_u2netp):
     trt = install_tensorrt(monkeypatch, "11.4.0.106")
-    code, out, err = cli(capsys, u2netp_ckpt, "-o", tmp_path / "out.plan", "--size", SIZE)
+    code, out, err = cli(capsys, random_u2netp.ckpt, "-o", tmp_path / "out.plan", "--size", SIZE)
     assert code == 0, err
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["out.fp16.onnx", "out.onnx", "out.plan", "out.plan.json"]
     assert called(trt, "parse_from_file") == [(str(tmp_path / "out.fp16.onnx"),)]
     info = json.loads((tmp_path / "out.plan.json").read_text())
-    assert info["source_sha256"] == hashlib.sha256(u2netp_ckpt.read_bytes()).hexdigest()  # provenance travels along
-    assert info["source"] == u2netp_ckpt.name
+    assert info["source_sha256"] == hashlib.sha256(random_u2netp.ckpt.read_bytes()).hexdigest()  # provenance travels along
+    assert info["source"] == random_u2netp.ckpt.name
     assert out.count("wrote ") == 3
 
 
@@ -320,12 +319,12 @@ def test_unreadable_onnx_and_missing_source(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
-def test_without_tensorrt_the_onnx_files_are_written_and_exit_is_2(tmp_path, u2netp_ckpt):
+def test_without_tensorrt_the_onnx_files_are_written_and_exit_is_2(tmp_path, random_u2netp):
     """For real: a subprocess on this machine, which has no TensorRT."""
     out = tmp_path / "x.plan"
     env = {k: v for k, v in os.environ.items() if not k.startswith("U2NET_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "export.to_trt", str(u2netp_ckpt), "-o", str(out), "--size", str(SIZE)],
+        [sys.executable, "-m", "export.to_trt", str(random_u2netp.ckpt), "-o", str(out), "--size", str(SIZE)],
         cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr

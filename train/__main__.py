@@ -6,10 +6,12 @@ A fixed hold-out of one folder instead of a separate validation set (every 5th p
     python -m train --data data/SOD --val-split 0.2 --model u2netp --out runs/sod --iters 2000
 Several GPUs or nodes (one process per GPU; batch size is per process):
     torchrun --nproc_per_node 4 -m train --data DUTS/DUTS-TR --val DUTS/DUTS-TE --model u2net --out runs/u2net --amp
-Continue an interrupted run:
+Continue an interrupted run (SIGTERM and Ctrl-C save RUN_DIR/last.pth at the next step, then exit 143 / 130):
     python -m train ... --out runs/u2netp --resume
+Score a checkpoint with the training validation (no training, nothing written):
+    python -m train --data data/SOD --val-split 0.2 --eval-only runs/sod/best.pth
 
-Writes RUN_DIR/last.pth (every --save-every iterations, at each validation and at the end),
+Writes RUN_DIR/last.pth (every --save-every iterations, at each validation, at the end and when stopped),
 RUN_DIR/best.pth (best validation maxFβ) and RUN_DIR/log.jsonl (one JSON object per line).
 """
 
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -36,12 +39,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from runtime.logs import setup_logging
 from runtime.preprocess import PreprocessSpec, postprocess
 from train import distributed
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.data import DataError, EvalDataset, Pair, TrainDataset, collate_eval, collect_pairs, split_pairs
 from train.metrics import MAE, FMeasure, centred_prior
-from train.model import MODEL_NAMES, build_model
+from train.model import MODEL_NAMES, U2Net, build_model
+from train.stop import Interrupted, StopRequest, ignore_stop_signals
 
 log = logging.getLogger("train")
 PAPER_ITERATIONS = 600_000  # the paper's loss converged after about 600k iterations at batch 12
@@ -57,19 +62,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Train U²-Net / U²-NetP (sum of BCE over the fused and six side outputs, Adam 1e-3).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--data", required=True, type=Path,
+    p.add_argument("--data", type=Path,
                    help="training data: images/ + masks/, DUTS-TR (NAME-Image/ + NAME-Mask/) or a DUTS/ parent")
     p.add_argument("--model", choices=MODEL_NAMES, default="u2net", help="network variant")
-    p.add_argument("--out", required=True, type=Path, help="run directory for checkpoints and the log")
+    p.add_argument("--out", type=Path, help="run directory for checkpoints and the log (required to train)")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val", type=Path, help="validation data (same layouts; a DUTS/ parent uses DUTS-TE)")
     val.add_argument("--val-split", type=float, default=0.0,
                      help="hold out this fraction of --data for validation by a fixed rule (0.2: every 5th pair by name)")
+    p.add_argument("--eval-only", type=Path, metavar="CHECKPOINT",
+                   help="score this checkpoint on the validation set (--val or --data --val-split) and exit; "
+                        "input size from the checkpoint, else --size")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iters", type=int, help=f"iterations to train (default {PAPER_ITERATIONS:,}, the paper's)")
     length.add_argument("--epochs", type=int, help="epochs to train instead of --iters")
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
-                   help="stop (validating and saving) once this much wall time has passed, whatever --iters says")
+                   help="stop (validating and saving) once this much wall time has passed, checked every --log-every")
     p.add_argument("--batch-size", type=int, default=12, help="images per iteration per process")
     p.add_argument("--size", type=int, default=320, help="images are resized to size×size (also the inference size)")
     p.add_argument("--crop", type=int, default=288, help="random crop side used for training")
@@ -80,11 +88,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, shuffling and augmentation")
     p.add_argument("--val-every", type=int, default=2000, help="validate (and save) every N iterations and at the end")
     p.add_argument("--save-every", type=int, default=1000, help="write last.pth every N iterations")
-    p.add_argument("--log-every", type=int, default=50, help="write a loss record every N iterations")
+    p.add_argument("--log-every", type=int, default=50,
+                   help="every N iterations: read the loss back from the device, log it, check --time-limit "
+                        "(and, under torchrun, a stop signal)")
     p.add_argument("--strict", action="store_true", help="refuse to train when any data pair has a problem")
     p.add_argument("--sync-bn", action="store_true", help="synchronised batch norm across processes (DDP only)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="where to train")
     return p.parse_args(argv)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every option problem as one ConfigError line, before any data is read."""
+    if args.eval_only is None and (args.data is None or args.out is None):
+        raise ConfigError("--data and --out are required to train (or pass --eval-only CHECKPOINT)")
+    if args.eval_only is not None and args.val is None and not (args.data and args.val_split > 0):
+        raise ConfigError("--eval-only needs validation data: --val DIR, or --data DIR --val-split FRACTION")
+    if args.crop > args.size:
+        raise ConfigError(f"--crop {args.crop} is larger than --size {args.size}")
+    counts = {"--batch-size": args.batch_size, "--size": args.size, "--crop": args.crop, "--iters": args.iters,
+              "--epochs": args.epochs, "--val-every": args.val_every, "--save-every": args.save_every,
+              "--log-every": args.log_every, "--workers": args.workers + 1, "--time-limit": args.time_limit}
+    bad = [name for name, value in counts.items() if value is not None and value <= 0]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)} must be positive")
+    if not 0 <= args.val_split < 1:
+        raise ConfigError(f"--val-split must be at least 0 and below 1, got {args.val_split}")
+    if args.eval_only is None and not args.resume and (args.out / "last.pth").exists():
+        raise ConfigError(f"{args.out} already holds last.pth: pass --resume to continue it, or choose another --out")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but no CUDA GPU is available")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -101,7 +133,7 @@ def load_data(args: argparse.Namespace) -> tuple[list[Pair], list[Pair], str]:
             raise DataError(f"{root}: {report.n_problems} problem pairs and --strict was given (listed above)")
         return report.pairs
 
-    train = collect(args.data, "train")
+    train = collect(args.data, "train") if args.data is not None else []
     if args.val is not None:
         val, how = collect(args.val, "val"), str(args.val)
     elif args.val_split > 0:
@@ -110,6 +142,20 @@ def load_data(args: argparse.Namespace) -> tuple[list[Pair], list[Pair], str]:
     else:
         val, how = [], "none"
     return train, val, f"train: {args.data} ({len(train)} pairs); val: {how} ({len(val)} pairs)"
+
+
+def shared_data(args: argparse.Namespace) -> tuple[list[Pair], list[Pair], str]:
+    """``load_data`` on rank 0, broadcast, so every rank trains on the same list (and fails the same way)."""
+    found: tuple | str = ()
+    if distributed.is_main():
+        try:
+            found = load_data(args)
+        except DataError as exc:
+            found = str(exc)
+    found = distributed.broadcast(found)
+    if isinstance(found, str):
+        raise DataError(found)
+    return found
 
 
 class SkipSampler(Sampler):
@@ -125,6 +171,23 @@ class SkipSampler(Sampler):
         return max(0, len(self.base) - self.skip)
 
 
+def epoch_loader(train_set: TrainDataset, sampler: DistributedSampler, epoch: int, skip_batches: int,
+                 args: argparse.Namespace, device: torch.device) -> DataLoader:
+    """This epoch's batches, the first ``skip_batches`` left out (a mid-epoch resume)."""
+    sampler.set_epoch(epoch)
+    train_set.epoch = epoch  # read by the workers created for this epoch's loader
+    return DataLoader(train_set, batch_size=args.batch_size, drop_last=True, num_workers=args.workers,
+                      sampler=SkipSampler(sampler, skip_batches * args.batch_size),
+                      pin_memory=device.type == "cuda", worker_init_fn=ignore_stop_signals)
+
+
+def val_loader_for(pairs: list[Pair], spec: PreprocessSpec, args: argparse.Namespace) -> DataLoader | None:
+    if not pairs:
+        return None
+    return DataLoader(EvalDataset(pairs, spec), batch_size=args.batch_size, shuffle=False,
+                      num_workers=args.workers, collate_fn=collate_eval, worker_init_fn=ignore_stop_signals)
+
+
 # --------------------------------------------------------------------------------- training pieces
 
 
@@ -132,6 +195,65 @@ def deep_supervision_loss(logits: tuple[torch.Tensor, ...], target: torch.Tensor
     """(sum of BCE over the fused and six side maps, BCE of the fused map). Logits keep it safe in fp16."""
     losses = [F.binary_cross_entropy_with_logits(x.float(), target) for x in logits]
     return torch.stack(losses).sum(), losses[0].detach()
+
+
+@dataclass
+class Precision:
+    """One autocast context and a gradient scaler that is a no-op unless fp16; channels_last on GPUs."""
+
+    autocast: AbstractContextManager
+    scaler: torch.amp.GradScaler
+    memory_format: torch.memory_format
+
+    @classmethod
+    def for_device(cls, device: torch.device, amp: bool) -> Precision:
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        return cls(autocast=torch.autocast(device.type, dtype=dtype, enabled=amp),
+                   scaler=torch.amp.GradScaler(device.type, enabled=amp and dtype == torch.float16),
+                   memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
+
+
+def train_one_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
+                   x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on one batch; returns (loss, fused-map BCE), detached and still on the device:
+    reading them back is a host sync, left to the caller's --log-every boundaries."""
+    with precision.autocast:
+        logits = model(x)  # train mode: fused + six side logits
+    loss, fused = deep_supervision_loss(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    precision.scaler.scale(loss).backward()
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    return loss.detach(), fused
+
+
+class LossMeter:
+    """Sums of the step losses, kept on the device until ``reduce`` reads them (with the stop flags)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self.n, self.since = 0, time.time()
+
+    def add(self, loss: torch.Tensor, fused: torch.Tensor) -> None:
+        self.sums += torch.stack((loss, fused)).double()
+        self.n += 1
+
+    def reduce(self, time_up: bool, signalled: bool) -> tuple[float, float, float, bool, bool]:
+        """(mean loss, mean fused loss, iterations/s, time up, signalled) over all ranks, then reset.
+
+        One host sync and, under torchrun, one all-reduce: rank 0's clock decides the time limit (so every
+        rank stops at the same iteration) and a signal seen by any rank stops them all."""
+        flags = torch.tensor([self.n, time_up and distributed.is_main(), signalled], dtype=torch.float64,
+                             device=self.device)
+        total = distributed.all_reduce_sum(torch.cat((self.sums, flags))).tolist()
+        loss_sum, fused_sum, n, time_votes, signal_votes = total
+        rate = self.n / max(time.time() - self.since, 1e-9)
+        self.reset()
+        return loss_sum / n, fused_sum / n, rate, time_votes > 0, signal_votes > 0
 
 
 @torch.no_grad()
@@ -162,6 +284,12 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, w
     if with_prior:
         out["prior"] = {"max_f": prior_f.results()["max_f"], "mae": prior_mae.results()["mae"]}
     return out
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)  # same initial weights everywhere (DDP also broadcasts rank 0's)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
@@ -216,201 +344,252 @@ class RunLog:
             self.file.close()
 
 
-# -------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------ the run and its state
 
 
-def train(args: argparse.Namespace) -> int:
-    if args.crop > args.size:
-        raise ConfigError(f"--crop {args.crop} is larger than --size {args.size}")
-    counts = {"--batch-size": args.batch_size, "--size": args.size, "--crop": args.crop, "--iters": args.iters,
-              "--epochs": args.epochs, "--val-every": args.val_every, "--save-every": args.save_every,
-              "--log-every": args.log_every, "--workers": args.workers + 1, "--time-limit": args.time_limit}
-    bad = [name for name, value in counts.items() if value is not None and value <= 0]
-    if bad:
-        raise ConfigError(f"{', '.join(bad)} must be positive")
-    if not 0 <= args.val_split < 1:
-        raise ConfigError(f"--val-split must be at least 0 and below 1, got {args.val_split}")
-    if args.resume is False and (args.out / "last.pth").exists():
-        raise ConfigError(f"{args.out} already holds last.pth: pass --resume to continue it, or choose another --out")
+@dataclass
+class Run:
+    """What the loop works with, fixed for the whole run (set up by ``main``)."""
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was requested but no CUDA GPU is available")
-    device = distributed.setup(args.device)
-    rank, world, main_process = distributed.get_rank(), distributed.get_world_size(), distributed.is_main()
-    logging.getLogger().setLevel(logging.INFO if main_process else logging.WARNING)
-    torch.manual_seed(args.seed)  # same initial weights everywhere (DDP also broadcasts rank 0's)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
+    args: argparse.Namespace
+    device: torch.device
+    model: torch.nn.Module  # DDP-wrapped under torchrun
+    net: U2Net  # the network itself: what is validated and saved
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    spec: PreprocessSpec
+    val_loader: DataLoader | None
+    run_log: RunLog
+    iters_per_epoch: int
+    info: dict[str, Any]  # dataset description, git revision, batch layout: checkpoint meta
 
-    # Data: checked once on rank 0, then shared, so every rank trains on the same list.
-    found: tuple | str = ()
-    if main_process:
-        try:
-            found = load_data(args)
-        except DataError as exc:
-            found = str(exc)
-    found = distributed.broadcast(found)
-    if isinstance(found, str):
-        raise DataError(found)
-    train_pairs, val_pairs, dataset_desc = found
-    if len(train_pairs) < args.batch_size * world:
-        raise DataError(f"{args.data}: {len(train_pairs)} training pairs, fewer than one batch "
-                        f"({args.batch_size} × {world} processes)")
-    spec = PreprocessSpec(size=args.size)
-    train_set = TrainDataset(train_pairs, size=args.size, crop=args.crop, spec=spec, seed=args.seed)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed,
-                                 drop_last=True)
-    iters_per_epoch = len(sampler) // args.batch_size
-    total = args.epochs * iters_per_epoch if args.epochs else (args.iters or PAPER_ITERATIONS)
-    val_loader = None
-    if val_pairs and main_process:
-        val_loader = DataLoader(EvalDataset(val_pairs, spec), batch_size=args.batch_size, shuffle=False,
-                                num_workers=args.workers, collate_fn=collate_eval)
 
-    # Model, optimizer, precision: one autocast context and a scaler that is a no-op unless fp16.
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = build_model(args.model).to(device, memory_format=memory_format)
-    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-    if args.sync_bn and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    autocast: AbstractContextManager = torch.autocast(device.type, dtype=amp_dtype, enabled=args.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype == torch.float16)
+@dataclass
+class Progress:
+    """What changes as training goes; ``last.pth`` stores it, ``--resume`` restores it."""
 
-    # Resume: model, optimizer, scaler, iteration and RNG state from last.pth, through the safe loader.
-    start, best, metrics = 0, -1.0, {}
-    last_path, best_path = args.out / "last.pth", args.out / "best.pth"
-    if args.resume and last_path.exists():
-        ckpt = load_checkpoint(last_path, model=args.model)
-        model.load_state_dict(ckpt.model.state_dict())
-        optimizer.load_state_dict(ckpt.raw["optimizer"])
-        scaler.load_state_dict(ckpt.raw.get("scaler") or {})
-        start, best = int(ckpt.raw.get("iteration", 0)), float(ckpt.raw.get("best_max_f", -1.0))
-        metrics = dict(ckpt.meta.get("metrics") or {})
-        if "rng" in ckpt.raw:
-            set_rng_state(ckpt.raw["rng"])
-        log.info("resumed %s at iteration %d (best maxFβ %.4f)", last_path, start, best)
-    elif args.resume:
-        log.warning("%s not found: starting a fresh run", last_path)
+    total: int  # iterations to reach; lowered when --time-limit ends the run early
+    iteration: int = 0
+    best_max_f: float = -1.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    prior_done: bool = False  # the centred prior is scored once per run, at the first validation
 
-    model_without_ddp = model
-    if world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    model.train()
 
-    run_args = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}  # JSON- and weights_only-safe
-    if main_process:
-        args.out.mkdir(parents=True, exist_ok=True)
-    run_log = RunLog(args.out / "log.jsonl", enabled=main_process)
-    if main_process:
-        run_log.write(event="start", iteration=start, total=total, world_size=world, device=str(device),
-                      args=run_args, dataset=dataset_desc, iters_per_epoch=iters_per_epoch)
-        log.info("%s; %d iterations (%d per epoch), batch %d × %d process(es) on %s%s", dataset_desc, total,
-                 iters_per_epoch, args.batch_size, world, device, ", mixed precision" if args.amp else "")
-    revision = git_revision()
-    prior_done = False
+def plain_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The options as JSON- and weights_only-safe values."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
-    def save(path: Path, iteration: int) -> None:
-        meta = {
-            "variant": args.model, "input_size": args.size, "mean": list(spec.mean), "std": list(spec.std),
-            "divide_by_max": spec.divide_by_max, "iteration": iteration, "metrics": metrics,
-            "dataset": dataset_desc, "git_revision": revision, "crop": args.crop,
-            "batch_size": args.batch_size, "world_size": world,
-        }
-        save_checkpoint(path, model_without_ddp, args.model, meta=meta, optimizer=optimizer.state_dict(),
-                        scaler=scaler.state_dict(), iteration=iteration, rng=rng_state(), best_max_f=best,
-                        args=run_args)
 
-    def validate_and_save(iteration: int) -> None:
-        nonlocal best, metrics, prior_done
-        if main_process and val_loader is not None:
-            metrics = evaluate(model_without_ddp, val_loader, device, with_prior=not prior_done)
-            prior = metrics.pop("prior", None)
-            prior_done = True
-            improved = metrics["max_f"] > best
-            best = max(best, metrics["max_f"])
-            run_log.write(event="val", iteration=iteration, **metrics, best_max_f=best,
-                          **({"prior": prior} if prior else {}))
-            log.info("iteration %d: val maxFβ %.4f, MAE %.4f (best %.4f)%s", iteration, metrics["max_f"],
-                     metrics["mae"], best,
-                     f"; centred prior maxFβ {prior['max_f']:.4f}, MAE {prior['mae']:.4f}" if prior else "")
-            if improved:
-                save(best_path, iteration)
-        if main_process:
-            save(last_path, iteration)
-        distributed.barrier()  # other ranks wait for rank 0's validation and checkpoint
+def save(run: Run, progress: Progress, path: Path) -> None:
+    meta = {"iteration": progress.iteration, "metrics": progress.metrics, **run.info}
+    save_checkpoint(path, run.net, run.args.model, meta=meta, spec=run.spec,
+                    optimizer=run.optimizer.state_dict(), scaler=run.precision.scaler.state_dict(),
+                    iteration=progress.iteration, rng=rng_state(), best_max_f=progress.best_max_f,
+                    args=plain_args(run.args))
 
-    # The loop: iteration-based, epochs only drive the sampler's shuffling.
-    bar = tqdm(total=total, initial=start, unit="it", desc="train", disable=not main_process, dynamic_ncols=True)
-    iteration, loss_sum, fused_sum, n_sum, t_last = start, 0.0, 0.0, 0, time.time()
-    deadline = t_last + 60 * args.time_limit if args.time_limit else math.inf
+
+def validate(run: Run, progress: Progress) -> None:
+    """Score the validation set (rank 0), log it, and write best.pth when maxFβ improved."""
+    metrics = evaluate(run.net, run.val_loader, run.device, with_prior=not progress.prior_done)
+    prior = metrics.pop("prior", None)
+    progress.prior_done = True
+    improved = metrics["max_f"] > progress.best_max_f
+    progress.metrics, progress.best_max_f = metrics, max(progress.best_max_f, metrics["max_f"])
+    run.run_log.write(event="val", iteration=progress.iteration, **metrics, best_max_f=progress.best_max_f,
+                      **({"prior": prior} if prior else {}))
+    log.info("iteration %d: val maxFβ %.4f, MAE %.4f (best %.4f)%s", progress.iteration, metrics["max_f"],
+             metrics["mae"], progress.best_max_f,
+             f"; centred prior maxFβ {prior['max_f']:.4f}, MAE {prior['mae']:.4f}" if prior else "")
+    if improved:
+        save(run, progress, run.args.out / "best.pth")
+
+
+def checkpoint(run: Run, progress: Progress, with_validation: bool) -> None:
+    """Rank 0 validates (when asked and there is validation data) and writes last.pth; the others wait."""
+    if distributed.is_main():
+        if with_validation and run.val_loader is not None:
+            validate(run, progress)
+        save(run, progress, run.args.out / "last.pth")
+    distributed.barrier()
+
+
+def log_losses(run: Run, progress: Progress, meter: LossMeter, epoch: int, time_up: bool, signalled: bool,
+               bar: tqdm) -> tuple[bool, bool]:
+    """The --log-every boundary: read the losses back, refuse a non-finite one, log; return the agreed
+    (time up, signalled)."""
+    loss, fused, rate, time_up, signalled = meter.reduce(time_up, signalled)
+    if not (math.isfinite(loss) and math.isfinite(fused)):
+        raise FloatingPointError(f"loss became {loss} by iteration {progress.iteration}; try a lower --lr")
+    run.run_log.write(event="train", iteration=progress.iteration, epoch=epoch, loss=loss, loss_fused=fused,
+                      lr=run.optimizer.param_groups[0]["lr"], it_per_s=rate)
+    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+    return time_up, signalled
+
+
+def after_step(run: Run, progress: Progress, meter: LossMeter, epoch: int, stop: StopRequest, deadline: float,
+               bar: tqdm) -> bool:
+    """Logging, stopping, validation and saving due after this iteration; True when a signal stopped the run."""
+    it, args = progress.iteration, run.args
+    # One process reads its stop flag every step (free); several agree on it at --log-every boundaries.
+    if it % args.log_every == 0 or it == progress.total or (distributed.get_world_size() == 1 and stop.requested):
+        time_up, signalled = log_losses(run, progress, meter, epoch, time.time() >= deadline, stop.requested, bar)
+        if signalled:
+            checkpoint(run, progress, with_validation=False)
+            return True
+        if time_up:
+            log.warning("--time-limit %.1f min reached at iteration %d", args.time_limit, it)
+            progress.total = bar.total = it  # validate and save below, as at a normal end
+    if it % args.val_every == 0 or it == progress.total:
+        checkpoint(run, progress, with_validation=True)
+    elif it % args.save_every == 0:
+        checkpoint(run, progress, with_validation=False)
+    return False
+
+
+def train_loop(run: Run, train_set: TrainDataset, sampler: DistributedSampler, progress: Progress,
+               stop: StopRequest) -> bool:
+    """Iterations from ``progress.iteration`` to ``progress.total``; epochs only drive the shuffling.
+    Returns True when a stop signal ended it (after saving last.pth)."""
+    meter = LossMeter(run.device)
+    deadline = time.time() + 60 * run.args.time_limit if run.args.time_limit else math.inf
+    bar = tqdm(total=progress.total, initial=progress.iteration, unit="it", desc="train",
+               disable=not distributed.is_main(), dynamic_ncols=True)
+    stop.armed = True  # from here a signal waits for the end of the step
     try:
-        while iteration < total:
-            epoch, done_in_epoch = divmod(iteration, iters_per_epoch)
-            sampler.set_epoch(epoch)
-            train_set.epoch = epoch  # read by the workers created for this epoch's loader
-            loader = DataLoader(train_set, batch_size=args.batch_size, drop_last=True, num_workers=args.workers,
-                                sampler=SkipSampler(sampler, done_in_epoch * args.batch_size),
-                                pin_memory=device.type == "cuda")
-            for x, y in loader:
-                x = x.to(device, non_blocking=True, memory_format=memory_format)
-                y = y.to(device, non_blocking=True)
-                with autocast:
-                    logits = model(x)  # train mode: fused + six side logits
-                loss, fused = deep_supervision_loss(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                iteration += 1
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss became {loss_value} at iteration {iteration}; try a lower --lr")
-                loss_sum, fused_sum, n_sum = loss_sum + loss_value, fused_sum + fused.item(), n_sum + 1
+        while progress.iteration < progress.total:
+            epoch, done_in_epoch = divmod(progress.iteration, run.iters_per_epoch)
+            for x, y in epoch_loader(train_set, sampler, epoch, done_in_epoch, run.args, run.device):
+                x = x.to(run.device, non_blocking=True, memory_format=run.precision.memory_format)
+                meter.add(*train_one_step(run.model, run.optimizer, run.precision, x,
+                                          y.to(run.device, non_blocking=True)))
+                progress.iteration += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-                # All ranks must agree to stop at the same iteration, so rank 0's clock decides.
-                if args.time_limit and distributed.broadcast(time.time() >= deadline):
-                    log.warning("--time-limit %.1f min reached at iteration %d", args.time_limit, iteration)
-                    total = bar.total = iteration  # the bar's ETA now reflects the real end
-                if iteration % args.log_every == 0 or iteration == total:
-                    now = time.time()
-                    run_log.write(event="train", iteration=iteration, epoch=epoch,
-                                  loss=distributed.all_reduce_mean(loss_sum / n_sum, device),
-                                  loss_fused=distributed.all_reduce_mean(fused_sum / n_sum, device),
-                                  lr=optimizer.param_groups[0]["lr"], it_per_s=n_sum / max(now - t_last, 1e-9))
-                    loss_sum, fused_sum, n_sum, t_last = 0.0, 0.0, 0, now
-                if iteration % args.val_every == 0 or iteration == total:
-                    validate_and_save(iteration)
-                elif iteration % args.save_every == 0 and main_process:
-                    save(last_path, iteration)
-                if iteration >= total:
+                if after_step(run, progress, meter, epoch, stop, deadline, bar):
+                    return True
+                if progress.iteration >= progress.total:
                     break
-    except KeyboardInterrupt:
-        if main_process and iteration > start:
-            save(last_path, iteration)
-            log.warning("interrupted at iteration %d; saved %s (continue with --resume)", iteration, last_path)
-        raise
+        return False
     finally:
+        stop.armed = False
         bar.close()
-        run_log.close()
-    if main_process:
-        log.info("done: %d iterations; checkpoints in %s", iteration, args.out)
+
+
+# -------------------------------------------------------------------------------------------- set-up
+
+
+def build_network(args: argparse.Namespace, device: torch.device, precision: Precision) -> U2Net:
+    net = build_model(args.model).to(device, memory_format=precision.memory_format)
+    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    if args.sync_bn and distributed.get_world_size() > 1:
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    return net
+
+
+def resume(args: argparse.Namespace, net: U2Net, optimizer: torch.optim.Optimizer, precision: Precision,
+           progress: Progress) -> None:
+    """Model, optimizer, scaler, iteration, scores and RNG state from RUN_DIR/last.pth (the safe loader)."""
+    last = args.out / "last.pth"
+    if not args.resume:
+        return
+    if not last.exists():
+        log.warning("%s not found: starting a fresh run", last)
+        return
+    ckpt = load_checkpoint(last, model=args.model)
+    net.load_state_dict(ckpt.model.state_dict())
+    optimizer.load_state_dict(ckpt.raw["optimizer"])
+    precision.scaler.load_state_dict(ckpt.raw.get("scaler") or {})
+    progress.iteration = int(ckpt.raw.get("iteration", 0))
+    progress.best_max_f = float(ckpt.raw.get("best_max_f", -1.0))
+    progress.metrics = dict(ckpt.meta.get("metrics") or {})
+    if "rng" in ckpt.raw:
+        set_rng_state(ckpt.raw["rng"])
+    log.info("resumed %s at iteration %d (best maxFβ %.4f)", last, progress.iteration, progress.best_max_f)
+
+
+def eval_only(args: argparse.Namespace, device: torch.device) -> int:
+    """Score one checkpoint with the training validation; one JSON line on stdout."""
+    ckpt = load_checkpoint(args.eval_only)
+    spec = ckpt.spec or PreprocessSpec(size=args.size)
+    _, val_pairs, dataset_desc = shared_data(args)
+    if not val_pairs:
+        raise DataError(f"{args.val or args.data}: no validation pairs")
+    if distributed.is_main():
+        scores = evaluate(ckpt.model.to(device), val_loader_for(val_pairs, spec, args), device, with_prior=True)
+        log.info("%s: %s at %dx%d on %s", args.eval_only, ckpt.variant, spec.size, spec.size, dataset_desc)
+        print(json.dumps({"checkpoint": str(args.eval_only), "variant": ckpt.variant, "size": spec.size, **scores}))
+    distributed.barrier()
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(args: argparse.Namespace) -> int:
+    """Data, sampler, model, optimizer, resume, loop. Returns the exit status (143/130 when stopped by a signal)."""
+    check_args(args)
+    device = distributed.setup(args.device)
+    world, main_process = distributed.get_world_size(), distributed.is_main()
+    logging.getLogger().setLevel(logging.INFO if main_process else logging.WARNING)
+    seed_everything(args.seed)
+    with StopRequest() as stop:
+        if args.eval_only is not None:
+            return eval_only(args, device)
+        train_pairs, val_pairs, dataset_desc = shared_data(args)
+        if len(train_pairs) < args.batch_size * world:
+            raise DataError(f"{args.data}: {len(train_pairs)} training pairs, fewer than one batch "
+                            f"({args.batch_size} × {world} processes)")
+        spec = PreprocessSpec(size=args.size)
+        train_set = TrainDataset(train_pairs, size=args.size, crop=args.crop, spec=spec, seed=args.seed)
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=distributed.get_rank(), shuffle=True,
+                                     seed=args.seed, drop_last=True)
+        iters_per_epoch = len(sampler) // args.batch_size
+        progress = Progress(total=args.epochs * iters_per_epoch if args.epochs else (args.iters or PAPER_ITERATIONS))
+
+        precision = Precision.for_device(device, args.amp)
+        net = build_network(args, device, precision)
+        optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+        resume(args, net, optimizer, precision, progress)
+        model = net
+        if world > 1:
+            model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        model.train()
+
+        if main_process:
+            args.out.mkdir(parents=True, exist_ok=True)
+        info = {"dataset": dataset_desc, "git_revision": git_revision(), "crop": args.crop,
+                "batch_size": args.batch_size, "world_size": world}
+        run = Run(args, device, model, net, optimizer, precision, spec,
+                  val_loader_for(val_pairs, spec, args) if main_process else None,
+                  RunLog(args.out / "log.jsonl", enabled=main_process), iters_per_epoch, info)
+        run.run_log.write(event="start", iteration=progress.iteration, total=progress.total, world_size=world,
+                          device=str(device), args=plain_args(args), dataset=dataset_desc,
+                          iters_per_epoch=iters_per_epoch)
+        log.info("%s; %d iterations (%d per epoch), batch %d × %d process(es) on %s%s", dataset_desc,
+                 progress.total, iters_per_epoch, args.batch_size, world, device, ", mixed precision" if args.amp else "")
+        try:
+            stopped = train_loop(run, train_set, sampler, progress, stop)
+        finally:
+            run.run_log.close()
+    if stopped:
+        log.warning("%s: stopped at iteration %d; saved %s (continue with --resume)", stop.name or "stop signal",
+                    progress.iteration, args.out / "last.pth")
+        return stop.exit_status if stop.requested else 128 + 15
+    log.info("done: %d iterations; checkpoints in %s", progress.iteration, args.out)
+    return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m train``: errors are one line on stderr with exit status 2 (1 for a diverged loss)."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    setup_logging()
     try:
-        return train(args)
+        return main(args)
     except (DataError, CheckpointError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FloatingPointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"interrupted by {exc}: stopped at once (nothing saved since the last checkpoint)", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
     finally:
@@ -418,4 +597,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -56,15 +56,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    """Mean of a number over all ranks (itself when undistributed)."""
-    if not is_distributed():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / get_world_size()
-
-
 def broadcast(obj: Any) -> Any:
     """Rank 0's picklable ``obj`` on every rank."""
     if not is_distributed():
@@ -77,3 +68,11 @@ def broadcast(obj: Any) -> Any:
 def cleanup() -> None:
     if is_distributed():
         dist.destroy_process_group()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum of a tensor over all ranks (the tensor itself when undistributed)."""
+    if is_distributed():
+        values = values.clone()
+        dist.all_reduce(values)
+    return values

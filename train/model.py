@@ -7,7 +7,9 @@ official ``u2net.pth`` / ``u2netp.pth`` load with ``strict=True`` and no key rem
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -127,18 +129,22 @@ class RSU(nn.Module):
 
 
 class U2Net(nn.Module):
-    """U²-Net built from ``MODEL_CONFIGS[name]``.
+    """U²-Net built from a stage table: ``MODEL_CONFIGS[name]`` unless ``config`` gives another.
 
     Training mode returns the seven maps as logits: fused first, then side 1-6.
     Eval mode returns only the fused probability map, shape (N, 1, H, W).
     """
 
-    def __init__(self, name: str = "u2net", out_ch: int = 1) -> None:
+    def __init__(self, name: str = "u2net", out_ch: int = 1,
+                 config: Mapping[str, tuple[StageSpec, ...]] | None = None) -> None:
         super().__init__()
-        if name not in MODEL_CONFIGS:
+        if config is None and name not in MODEL_CONFIGS:
             raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-        self.name = name
-        cfg = MODEL_CONFIGS[name]
+        self.name, self.out_ch = name, out_ch
+        cfg = self.config = dict(config) if config is not None else MODEL_CONFIGS[name]
+        if len(cfg["decoder"]) != len(cfg["encoder"]) - 1:
+            raise ValueError(f"{len(cfg['encoder'])} encoder stages need {len(cfg['encoder']) - 1} decoder stages, "
+                             f"not {len(cfg['decoder'])}")
         self.depth = len(cfg["encoder"])
         for i, spec in enumerate(cfg["encoder"], start=1):
             self.add_module(f"stage{i}", RSU(spec))
@@ -180,9 +186,45 @@ class U2Net(nn.Module):
         return torch.sigmoid(maps[0])
 
 
+    def model_args(self) -> dict[str, Any]:
+        """Everything ``build_model_from_args`` needs to rebuild this network, as plain values
+        (what checkpoints store, so they do not depend on this file's tables)."""
+        return {"name": self.name, "out_ch": self.out_ch,
+                **{part: [asdict(stage) for stage in self.config[part]] for part in ("encoder", "decoder")}}
+
+
 def build_model(name: str) -> U2Net:
     """Build ``u2net`` or ``u2netp`` with fresh (random) weights."""
     return U2Net(name)
+
+
+_STAGE_TYPES = {f.name: (bool if f.name == "dilated" else int) for f in fields(StageSpec)}
+
+
+def _stage_from_dict(value: Any, where: str) -> StageSpec:
+    if not isinstance(value, Mapping) or set(value) != set(_STAGE_TYPES):
+        raise ValueError(f"{where} must have exactly the keys {', '.join(_STAGE_TYPES)}")
+    for key, kind in _STAGE_TYPES.items():
+        v = value[key]
+        if type(v) is not kind or (kind is int and not 1 <= v <= 4096) or (key == "height" and not 2 <= v <= 9):
+            raise ValueError(f"{where}.{key} is {v!r}: not a valid {kind.__name__}")
+    return StageSpec(**value)
+
+
+def build_model_from_args(args: Mapping[str, Any]) -> U2Net:
+    """Inverse of ``U2Net.model_args``; ValueError naming the first bad entry (a checkpoint is untrusted input)."""
+    if not isinstance(args, Mapping):
+        raise ValueError(f"model_args is a {type(args).__name__}, not a dict")
+    name, out_ch = args.get("name"), args.get("out_ch", 1)
+    if not isinstance(name, str) or type(out_ch) is not int or not 1 <= out_ch <= 16:
+        raise ValueError(f"model_args name {name!r} / out_ch {out_ch!r} are not a name and a small count")
+    config = {}
+    for part in ("encoder", "decoder"):
+        stages = args.get(part)
+        if not isinstance(stages, list | tuple) or not 1 <= len(stages) <= 8:
+            raise ValueError(f"model_args {part} is not a list of 1 to 8 stages")
+        config[part] = tuple(_stage_from_dict(s, f"model_args {part}[{i}]") for i, s in enumerate(stages))
+    return U2Net(name, out_ch=out_ch, config=config)
 
 
 def count_parameters(model: nn.Module) -> int:
