@@ -20,6 +20,11 @@ from train.synthetic import make_sample
 
 
 @pytest.fixture(scope="module")
+def u2netp_test_ckpt(random_u2netp):
+    return random_u2netp.ckpt
+
+
+@pytest.fixture(scope="module")
 def calib_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("calib")
     for seed in range(6):

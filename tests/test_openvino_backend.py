@@ -23,6 +23,11 @@ pytest.importorskip("openvino")
 
 
 @pytest.fixture(scope="module")
+def u2netp_onnx(random_u2netp):
+    return random_u2netp.onnx
+
+
+@pytest.fixture(scope="module")
 def batch(u2netp_onnx):
     with open_backend(u2netp_onnx[0], backend="onnxruntime", provider="cpu") as ort_backend:
         spec = ort_backend.spec
