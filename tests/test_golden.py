@@ -66,7 +66,7 @@ def test_onnx_export_and_runtime_reproduce_it(tmp_path, golden, seeded_model, se
 
     spec = PreprocessSpec(size=SIZE)
     onnx_path = export_onnx(seeded_model, tmp_path / "golden.onnx", onnx_artifact("u2netp", spec))
-    backend = open_backend(onnx_path, provider="cpu")
+    backend = open_backend(onnx_path, backend="onnxruntime", provider="cpu")  # FP32, whatever the CPU default
     try:
         probs = backend.run(seeded_input)
     finally:
