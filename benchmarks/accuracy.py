@@ -71,7 +71,7 @@ def compare_outputs(removers: list[Remover], pairs: list, n_images: int = COMPAR
         return None
     images = [removers[0].load(p.image) for p in pairs[:n_images]]
     batches = [preprocess(images[i : i + 1], first.spec) for i in range(len(images))]
-    precision = second.artifact.precision
+    precision = getattr(second, "precision", second.artifact.precision)  # what runs (OpenVINO: bf16 of an FP32 file)
     result = compare((first, second), batches, TOLERANCES.get(precision, TOLERANCES["fp16"]),
                      labels=(first.label, second.label), inputs=f"{len(images)} images")  # fmt: skip
     print(f"outputs: {result.summary()}{'' if result.ok else ' (OUT OF TOLERANCE)'}")
@@ -79,22 +79,46 @@ def compare_outputs(removers: list[Remover], pairs: list, n_images: int = COMPAR
 
 
 def table(columns: dict[str, dict]) -> str:
+    """Every engine's metrics, the prior last, and for each engine after the first its Δ against the first."""
     names = list(columns)
-    lines = ["| metric | " + " | ".join(names) + (" | Δ (2nd − 1st) |" if len(names) > 2 else " |"),
-             "|---|" + "---|" * (len(names) + (1 if len(names) > 2 else 0))]
+    engines = [n for n in names if n != PRIOR]
+    deltas = engines[1:]
+    head = names + [f"Δ {i + 2}−1" for i in range(len(deltas))]
+    lines = ["| metric | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for key, label, _ in METRICS:
         cells = [f"{columns[n][key]:.4f}" for n in names]
-        delta = f" | {columns[names[1]][key] - columns[names[0]][key]:+.4f}" if len(names) > 2 else ""
-        lines.append(f"| {label} | " + " | ".join(cells) + delta + " |")
-    lines.append("| images | " + " | ".join(str(columns[n]["n_images"]) for n in names) + (" | |" if len(names) > 2 else " |"))
+        cells += [f"{columns[d][key] - columns[engines[0]][key]:+.4f}" for d in deltas]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| images | " + " | ".join([str(columns[n]["n_images"]) for n in names] + [""] * len(deltas)) + " |")
     return "\n".join(lines)
+
+
+PRIOR = "centred prior"
+TARGET = {"max_f": 0.01, "mae": 0.005}  # the largest change a precision may make (README)
+
+
+def parse_engine(text: str) -> tuple[Path, str | None, str | None]:
+    """``ENGINE[@BACKEND[:PRECISION]]`` -> (path, backend, precision), e.g. ``u2netp.onnx@openvino:bf16``."""
+    path, _, rest = text.rpartition("@") if "@" in text else (text, "", "")
+    backend, _, precision = rest.partition(":")
+    return Path(path), backend or None, precision or None
+
+
+def open_remover(spec: str, args: argparse.Namespace) -> Remover:
+    path, backend, precision = parse_engine(spec)
+    return Remover(path, backend=backend or args.backend, provider=args.provider, batch_size=args.batch_size,
+                   precision=precision or args.precision)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--engine", required=True, type=Path, help=".onnx (ONNX Runtime) or .plan (TensorRT)")
-    p.add_argument("--compare", type=Path, help="a second engine: both are printed with per-metric deltas")
+    p.add_argument("--engine", required=True, metavar="ENGINE[@BACKEND[:PRECISION]]",
+                   help="a model file (.onnx, .plan), optionally with the backend and precision to run it on, "
+                   "e.g. u2netp.onnx@openvino:bf16")
+    p.add_argument("--compare", nargs="+", metavar="ENGINE[@BACKEND[:PRECISION]]",
+                   help="more engines (same form): all are printed with per-metric deltas against --engine, "
+                   "e.g. --compare u2netp.onnx@openvino:bf16 u2netp.int8-ort.onnx")
     p.add_argument("--data", type=Path, help="images/+masks/ or DUTS layout (default: ../shared/data/SOD)")
     add_backend_arguments(p)
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="N",
@@ -130,38 +154,56 @@ def _run(args: argparse.Namespace) -> int:
     pairs = report.pairs[: args.limit] if args.limit else report.pairs
     print(f"{data}: {len(pairs)} image/mask pairs")
 
+    engines = [args.engine, *(args.compare or [])]
     results: dict[str, dict] = {}
-    removers: list[Remover] = []
+    described: dict[str, str] = {}
+    outputs: dict[str, Comparison | None] = {}
+    reference: Remover | None = None
     try:
-        for engine in [e for e in (args.engine, args.compare) if e is not None]:
+        for engine in engines:
             try:
-                removers.append(Remover(engine, backend=args.backend, provider=args.provider,
-                                        batch_size=args.batch_size))  # fmt: skip
+                remover = open_remover(engine, args)
             except BackendError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
-            print(f"{engine}: {removers[-1].backend.describe()}")
+            described[engine] = remover.backend.describe()
+            print(f"{engine}: {described[engine]}")
             try:
-                results[str(engine)] = evaluate(removers[-1], pairs, engine.name)
+                results[engine] = evaluate(remover, pairs, Path(parse_engine(engine)[0]).name)
             except (ImageError, DataError) as exc:  # a file that changed since the data check
+                remover.close()
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-        outputs = compare_outputs(removers, pairs) if len(removers) == 2 else None
-    finally:
-        for remover in removers:
+            if reference is None:
+                reference = remover
+                continue
+            outputs[engine] = compare_outputs([reference, remover], pairs)
             remover.close()
-    results["centred prior"] = evaluate(None, pairs, "prior")
+    finally:
+        if reference is not None:
+            reference.close()
+    results[PRIOR] = evaluate(None, pairs, "prior")
     print(table(results))
+    for engine in engines[1:]:
+        within = all(abs(results[engine][k] - results[engines[0]][k]) <= v for k, v in TARGET.items())
+        print(f"{engine}: |Δ max Fβ| ≤ {TARGET['max_f']} and |Δ MAE| ≤ {TARGET['mae']}: {'yes' if within else 'NO'}")
     if args.json:
-        first = results[str(args.engine)]
-        doc = {"engine": str(args.engine), "data": str(data), **first, "prior": results["centred prior"]}
-        if args.compare:
-            second = results[str(args.compare)]
-            doc["compare"] = {"engine": str(args.compare), **second}
-            doc["delta"] = {k: second[k] - first[k] for k, _, _ in METRICS}
-            if outputs is not None:
-                doc["outputs"] = {"max_abs": outputs.max_abs, "mean_abs": outputs.mean_abs, "ok": outputs.ok,
-                                  "tolerance": str(outputs.tolerance), "checks": list(outputs.checks)}  # fmt: skip
+        first = results[args.engine]
+        doc = {"engine": args.engine, "describe": described[args.engine], "data": str(data), **first,
+               "prior": results[PRIOR], "compares": []}
+        for engine in engines[1:]:
+            entry = {"engine": engine, "describe": described[engine], **results[engine],
+                     "delta": {k: results[engine][k] - first[k] for k, _, _ in METRICS}}
+            out = outputs.get(engine)
+            if out is not None:
+                entry["outputs"] = {"max_abs": out.max_abs, "mean_abs": out.mean_abs, "ok": out.ok,
+                                    "tolerance": str(out.tolerance), "checks": list(out.checks)}  # fmt: skip
+            doc["compares"].append(entry)
+        if doc["compares"]:  # the first comparison also at the top level, as before
+            doc["compare"] = {k: v for k, v in doc["compares"][0].items() if k not in ("delta", "outputs")}
+            doc["delta"] = doc["compares"][0]["delta"]
+            if "outputs" in doc["compares"][0]:
+                doc["outputs"] = doc["compares"][0]["outputs"]
         try:
             atomic.write_text(args.json, json.dumps(doc, indent=2) + "\n")
         except OSError as exc:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cpu_info import cpu_model, has_amx, isa_features
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE_DIR = Path(os.environ.get("U2NET_CACHE_DIR", REPO / ".cache" / "benchmarks"))
 
@@ -53,13 +55,7 @@ def measure(fn: Callable[[], object], batch_size: int, seconds: float = 5.0, war
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def gpu_name() -> str | None:
@@ -77,7 +73,7 @@ def gpu_name() -> str | None:
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for module, name in [("numpy", "numpy"), ("cv2", "opencv"), ("torch", "torch"),
-                         ("onnxruntime", "onnxruntime"), ("tensorrt", "tensorrt")]:
+                         ("onnxruntime", "onnxruntime"), ("openvino", "openvino"), ("tensorrt", "tensorrt")]:
         try:
             versions[name] = importlib.import_module(module).__version__
         except Exception:  # absent or broken install: simply not listed
@@ -87,6 +83,8 @@ def library_versions() -> dict[str, str]:
 
 def hardware_header() -> str:
     gpu = gpu_name()
-    lines = [f"CPU: {cpu_name()} ({os.cpu_count()} logical cores)", f"GPU: {gpu or 'none'}"]
+    features = ", ".join(isa_features()) or "none of AVX2/AVX-512 reported"
+    amx = "AMX" if has_amx() else "no AMX"
+    lines = [f"CPU: {cpu_name()} ({os.cpu_count()} logical cores; {features}; {amx})", f"GPU: {gpu or 'none'}"]
     lines.append("Libraries: " + ", ".join(f"{k} {v}" for k, v in library_versions().items()))
     return "\n".join(lines)

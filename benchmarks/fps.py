@@ -20,6 +20,7 @@ from pathlib import Path
 from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure
 from benchmarks.runners import RowSpec, available_rows
 from export.verify import sample_images
+from runtime import atomic
 from runtime.atomic import atomic_path
 from runtime.backends import BackendError
 from runtime.logs import setup_logging
@@ -35,11 +36,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ckpt", type=Path, help="real weights (variant inferred); default: random weights")
     p.add_argument("--engine", action="append", metavar="ENGINE", help="benchmark this engine instead (repeatable): "
                    "a .onnx/.plan file or a Triton URL such as grpc://127.0.0.1:8001/u2netp")  # fmt: skip
-    p.add_argument("--backends", help="only these, e.g. onnxruntime,pytorch,tensorrt or onnxruntime-cpu")
+    p.add_argument("--backends", help="only these, e.g. onnxruntime,openvino,pytorch,tensorrt or onnxruntime-cpu")
     p.add_argument("--batch-sizes", help="default: 1,4,8 on a GPU, 1 on a CPU")
     p.add_argument("--size", type=int, default=320, help="input size (default 320, the paper's)")
     p.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement (default 4)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs before each measurement")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every row this many times, interleaved; p50 is the median over all rounds "
+                   "(use 3+ on a machine shared with other work)")
     p.add_argument("--no-e2e", action="store_true", help="skip end-to-end timing")
     p.add_argument("--json", type=Path, help="write one object per row to this file")
     p.add_argument("--plot", type=Path, help="write a bar chart (PNG) to this file")
@@ -47,9 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_row(row: RowSpec, batch_sizes: list[int], images: list, args: argparse.Namespace) -> list[dict]:
-    runner = row.make()
-    results = []
+def time_row(runner, batch_sizes: list[int], images: list, args: argparse.Namespace) -> dict[int, tuple]:
+    """{batch size: (model Timing, end-to-end Timing or None)} for one round of one row."""
+    timings = {}
     for bs in batch_sizes:
         batch_images = [images[i % len(images)] for i in range(bs)]
         batch = preprocess(batch_images, runner.spec)
@@ -61,9 +65,59 @@ def run_row(row: RowSpec, batch_sizes: list[int], images: list, args: argparse.N
             return [postprocess(o, img.shape[:2]) for o, img in zip(out, imgs, strict=True)]
 
         e2e = None if args.no_e2e else measure(end_to_end, bs, args.seconds, args.warmup)
-        results.append(make_record(row, bs, model, e2e))
-        log.info("%s", results[-1])
-    return results
+        timings[bs] = (model, e2e)
+    return timings
+
+
+def merge(first: Timing | None, second: Timing | None) -> Timing | None:
+    """Two rounds' latencies as one Timing (its p50 is the median over all rounds)."""
+    if first is None or second is None:
+        return first or second
+    return Timing(first.latencies_ms + second.latencies_ms, first.batch_size)
+
+
+def run_rows(rows: list[RowSpec], batch_sizes: list[int], images: list, args: argparse.Namespace) -> tuple[list, int]:
+    """Every row, ``args.rounds`` times interleaved (row 1, row 2, ..., row 1, row 2, ...), so that a
+    machine whose load changes slows all rows alike; one broken backend does not hide the others."""
+    runners, failed = {}, 0
+    for i, row in enumerate(rows):
+        try:
+            runners[i] = row.make()
+        except Exception as exc:
+            failed += 1
+            print(f"  {row.model} {row.backend} {row.precision} on {row.device}: failed: {exc}", file=sys.stderr)
+    timings: dict[int, dict[int, tuple]] = {i: {} for i in runners}
+    for rnd in range(args.rounds):
+        for i, runner in list(runners.items()):
+            row = rows[i]
+            print(f"  round {rnd + 1}/{args.rounds}: {row.model} {row.backend} {row.precision} on {row.device} ...",
+                  file=sys.stderr, flush=True)
+            try:
+                got = time_row(runner, batch_sizes, images, args)
+            except Exception as exc:
+                failed += 1
+                del runners[i], timings[i]
+                print(f"  {row.model} {row.backend} {row.precision} on {row.device}: failed: {exc}", file=sys.stderr)
+                continue
+            for bs, (model, e2e) in got.items():
+                old = timings[i].get(bs, (None, None))
+                timings[i][bs] = (merge(old[0], model), merge(old[1], e2e))
+    records = [make_record(rows[i], bs, model, e2e) for i in timings for bs, (model, e2e) in timings[i].items()]
+    add_ratios(records)
+    return records, failed
+
+
+def add_ratios(records: list[dict]) -> None:
+    """``vs_ort_fp32``: p50 latency of the ONNX Runtime FP32 CPU row (same model, batch) ÷ this row's."""
+    base = {(r["model"], r["batch_size"]): r for r in records
+            if (r["backend"], r["precision"], r["device"]) == ("onnxruntime", "fp32", "cpu")}
+    for r in records:
+        ref = base.get((r["model"], r["batch_size"]))
+        if ref is None:
+            continue
+        r["vs_ort_fp32"] = ref["latency_ms_p50"] / r["latency_ms_p50"]
+        if "e2e_latency_ms_p50" in r and "e2e_latency_ms_p50" in ref:
+            r["e2e_vs_ort_fp32"] = ref["e2e_latency_ms_p50"] / r["e2e_latency_ms_p50"]
 
 
 def engine_rows(engines: list[str], fallback_variant: str) -> list[RowSpec]:
@@ -104,8 +158,9 @@ def markdown_table(records: list[dict]) -> str:
     cols = [("model", "model", "{}"), ("backend", "backend", "{}"), ("precision", "precision", "{}"),
             ("device", "device", "{}"), ("batch_size", "batch", "{}"), ("latency_ms_p50", "p50 ms", "{:.1f}"),
             ("latency_ms_p90", "p90 ms", "{:.1f}"), ("latency_ms_p99", "p99 ms", "{:.1f}"),
-            ("throughput_fps", "img/s", "{:.1f}"), ("vs_1080ti", "vs 1080 Ti", "{:.2f}×"),
-            ("e2e_latency_ms_p50", "e2e p50 ms", "{:.1f}"), ("e2e_throughput_fps", "e2e img/s", "{:.1f}"),
+            ("throughput_fps", "img/s", "{:.1f}"), ("vs_ort_fp32", "vs ORT FP32", "{:.2f}×"),
+            ("vs_1080ti", "vs 1080 Ti", "{:.2f}×"), ("e2e_latency_ms_p50", "e2e p50 ms", "{:.1f}"),
+            ("e2e_throughput_fps", "e2e img/s", "{:.1f}"), ("e2e_vs_ort_fp32", "e2e vs ORT FP32", "{:.2f}×"),
             ("e2e_vs_1080ti", "e2e vs 1080 Ti", "{:.2f}×")]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in records:
@@ -164,23 +219,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print(hardware_header())
     print(f"Input {args.size}×{args.size}; weights: {args.ckpt or 'random (speed only)'}; "
-          f"{args.seconds:g} s per measurement after {args.warmup} warm-up runs\n", flush=True)
+          f"{args.seconds:g} s per measurement after {args.warmup} warm-up runs, {args.rounds} interleaved round(s)\n",
+          flush=True)
     images = sample_images(max(batch_sizes))[0]
-    records, failed = [], 0
     started = time.perf_counter()
-    for row in rows:
-        print(f"  measuring {row.model} {row.backend} {row.precision} on {row.device} ...", file=sys.stderr, flush=True)
-        try:
-            records += run_row(row, batch_sizes, images, args)
-        except Exception as exc:  # one broken backend must not hide the others' numbers
-            failed += 1
-            print(f"  {row.model} {row.backend} {row.precision} on {row.device}: failed: {exc}", file=sys.stderr)
+    records, failed = run_rows(rows, batch_sizes, images, args)
     table = paper_records(variants) + records
     print(markdown_table(table))
     print(f"\n{len(records)} rows in {time.perf_counter() - started:.0f} s. 'vs 1080 Ti' = images/s ÷ the paper's "
-          f"{', '.join(f'{v} {PAPER_FPS[v]:g} FPS' for v in variants)} (PyTorch, batch 1).")
+          f"{', '.join(f'{v} {PAPER_FPS[v]:g} FPS' for v in variants)} (PyTorch, batch 1); "
+          "'vs ORT FP32' = p50 latency of the ONNX Runtime FP32 CPU row in this run ÷ the row's.")
     if args.json:
-        args.json.write_text(json.dumps(table, indent=2))
+        atomic.write_text(args.json, json.dumps(table, indent=2) + "\n")
         print(f"JSON: {args.json}")
     if args.plot:
         try:

@@ -75,6 +75,24 @@ def cached_onnx(variant: str, size: int, ckpt: Path | None, fp16: bool = False) 
     return fp16_path if fp16 else fp32_path
 
 
+def cached_int8(variant: str, size: int, ckpt: Path | None, form: str) -> Path:
+    """Calibrate (once) an INT8 Q/DQ file of ``form`` ("symmetric" or "ort") beside the cached FP32 file.
+
+    Min-max on 8 sample photos: enough for timing, which does not depend on the ranges.
+    """
+    from export.int8 import Calibration, convert_to_int8, int8_path
+    from export.verify import sample_images
+
+    fp32 = cached_onnx(variant, size, ckpt)
+    path = int8_path(fp32, form)
+    if not path.exists():
+        images, source = sample_images(8)
+        log.info("calibrating %s INT8 (%s) for timing", variant, form)
+        convert_to_int8(fp32, path, images, form=form, calibration=Calibration("minmax", len(images), source),
+                        cache=fp32.with_name("ranges.json"))
+    return path
+
+
 def cached_engine(variant: str, size: int, ckpt: Path | None, max_batch: int) -> Path:
     """Build (once) a TensorRT FP16 engine with a profile up to ``max_batch``."""
     onnx_path = cached_onnx(variant, size, ckpt, fp16=True)
@@ -101,6 +119,7 @@ def available_rows(variants: list[str], size: int, ckpt: Path | None, max_batch:
     import onnxruntime as ort
 
     ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    has_openvino = importlib.util.find_spec("openvino") is not None
     has_trt = cuda and importlib.util.find_spec("tensorrt") is not None
 
     rows: list[RowSpec] = []
@@ -119,6 +138,10 @@ def available_rows(variants: list[str], size: int, ckpt: Path | None, max_batch:
         if ort_cuda:
             rows += [ort_row("cuda", "fp32"), ort_row("cuda", "fp16")]
         rows.append(ort_row("cpu", "fp32"))
+        rows.append(RowSpec(v, "onnxruntime", "int8 (u8s8)", "cpu", lambda v=v: open_backend(
+            cached_int8(v, size, ckpt, "ort"), provider="cpu")))
+        if has_openvino:
+            rows += openvino_rows(v, size, ckpt)
         if cuda:
             rows += [
                 torch_row("pytorch", "fp32", "cuda"),
@@ -132,3 +155,19 @@ def available_rows(variants: list[str], size: int, ckpt: Path | None, max_batch:
         rows = [r for r in rows if r.backend in backends or f"{r.backend}-{r.device}" in backends]
     return rows
 
+
+
+def openvino_rows(variant: str, size: int, ckpt: Path | None) -> list[RowSpec]:
+    """OpenVINO FP32, BF16 (where the CPU has it natively) and both INT8 Q/DQ forms."""
+    from runtime.cpu_info import native_bf16
+
+    def row(precision: str, label: str, path: Callable[[], Path]) -> RowSpec:
+        return RowSpec(variant, "openvino", label, "cpu",
+                       lambda: open_backend(path(), backend="openvino", precision=precision))
+
+    rows = [row("fp32", "fp32", lambda: cached_onnx(variant, size, ckpt))]
+    if native_bf16():
+        rows.append(row("bf16", "bf16", lambda: cached_onnx(variant, size, ckpt)))
+    rows += [row("int8", "int8 (u8s8)", lambda: cached_int8(variant, size, ckpt, "ort")),
+             row("int8", "int8 (s8s8)", lambda: cached_int8(variant, size, ckpt, "symmetric"))]
+    return rows

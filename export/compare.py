@@ -38,6 +38,11 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-4),
     "fp16": Tolerance(max_abs=5e-2, mean_abs=2e-3),
+    # INT8 moves single pixels near edges a lot; what counts is the average (and the SOD metrics,
+    # measured by benchmarks.accuracy), so only gross breakage is caught here.
+    "int8": Tolerance(max_abs=0.9, mean_abs=3e-2),
+    # BF16 keeps 8 mantissa bits (FP16 keeps 10): FP32 files run in BF16 by OpenVINO drift a little more.
+    "bf16": Tolerance(max_abs=0.1, mean_abs=5e-3),
 }
 
 

@@ -3,6 +3,7 @@
     python -m export.to_onnx runs/u2netp/best.pth                    # -> runs/u2netp/best.onnx
     python -m export.to_onnx u2netp.pth -o models/u2netp.onnx --fp16 # + models/u2netp.fp16.onnx
     python -m export.to_onnx u2net.pth --dynamic-hw --all-outputs    # any H×W, seven outputs
+    python -m export.to_onnx u2netp.pth --int8 --calib photos/        # + u2netp.int8.onnx, u2netp.int8-ort.onnx
 
 Accepts the official raw state dicts (``u2net.pth``, ``u2netp.pth``) and this project's training
 checkpoints. Every file is checked with ONNX Runtime against PyTorch before it appears at its
@@ -25,10 +26,11 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from export import int8 as int8_export
 from export.errors import ExportError
 from export.fp16 import convert_to_fp16
-from export.onnx import MAX_OPSET, MIN_OPSET, check_options, export_onnx, onnx_artifact
-from export.verify import Comparison, ParityCheck
+from export.onnx import MAX_OPSET, MIN_OPSET, check_options, export_onnx, onnx_artifact, read_artifact
+from export.verify import SOD_DIR, Comparison, ParityCheck
 from runtime import atomic
 from runtime.argtypes import positive_int
 from runtime.artifact import Artifact
@@ -147,14 +149,24 @@ def run_export(
     dynamic_hw: bool = False,
     fp16: bool = False,
     all_outputs: bool = False,
+    int8: bool = False,
+    calib: str | os.PathLike | None = None,
+    calib_count: int = int8_export.DEFAULT_CALIB_COUNT,
+    calib_method: str = int8_export.DEFAULT_METHOD,
     progress: bool = False,
 ) -> list[ExportedFile]:
-    """``export_checkpoint`` that also returns each file's ``Artifact`` and verification numbers."""
+    """``export_checkpoint`` that also returns each file's ``Artifact`` and verification numbers.
+
+    ``int8``: also write ``X.int8.onnx`` (symmetric s8/s8: TensorRT, OpenVINO) and ``X.int8-ort.onnx``
+    (u8/s8: ONNX Runtime), calibrated on ``calib_count`` photos of ``calib`` (default: the SOD photos
+    when present, else synthetic images) with ``calib_method``.
+    """
     ckpt = Path(ckpt)
     out = Path(out) if out is not None else ckpt.with_suffix(".onnx")
     if out.suffix.lower() != ".onnx":
         raise ExportError(f"{out}: the output name must end in .onnx (the runtime picks its backend by suffix)")
     steps = ["load checkpoint", "export FP32", "verify FP32"] + (["convert FP16", "verify FP16"] if fp16 else [])
+    steps += [f"{what} INT8 {form}" for form in int8_export.FORMS for what in ("calibrate", "verify")] if int8 else []
     with tqdm(total=len(steps), desc="export", unit="step", disable=None if progress else True, leave=False) as bar:
 
         def step(index: int) -> None:
@@ -164,6 +176,7 @@ def run_export(
             log.info("%s", steps[index])
 
         step(0)
+        calib_set = _calibration_set(calib, calib_count, calib_method) if int8 else None
         try:
             loaded = load_checkpoint(ckpt, model=model)
         except CheckpointError as exc:
@@ -185,8 +198,29 @@ def run_export(
                 half = convert_to_fp16(fp32, stage / fp16_path(out).name, half_artifact)
                 step(4)
                 staged.append(ExportedFile(half, half_artifact, _verify(parity, half, "fp16")))
+            if calib_set is not None:
+                images, calibration = calib_set
+                for form in int8_export.FORMS:
+                    step(steps.index(f"calibrate INT8 {form}"))
+                    quant = int8_export.convert_to_int8(fp32, stage / int8_export.int8_path(out, form).name, images,
+                                                        form=form, calibration=calibration, cache=stage / "ranges.json")
+                    step(steps.index(f"verify INT8 {form}"))
+                    staged.append(ExportedFile(quant, read_artifact(quant), _verify(parity, quant, "int8")))
             bar.update()
             return _publish(staged, out.parent)
+
+
+def _calibration_set(
+    folder: str | os.PathLike | None, count: int, method: str
+) -> tuple[list, int8_export.Calibration]:
+    """The calibration photos (default: the SOD photos when present, else synthetic) and how to use them."""
+    if method not in int8_export.METHODS:
+        raise ExportError(f"unknown calibration method {method!r}; choose {', '.join(int8_export.METHODS)}")
+    if folder is None and (SOD_DIR / "images").is_dir():
+        folder = SOD_DIR / "images"
+    images, source = int8_export.calibration_images(Path(folder) if folder is not None else None, count)
+    log.info("INT8 calibration: %d images from %s, %s", len(images), source, method)
+    return images, int8_export.Calibration(method=method, count=len(images), source=source)
 
 
 def _verify(parity: ParityCheck, staged: Path, precision: str) -> Comparison:
@@ -226,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true",
                         help="also write X.fp16.onnx: FP16 weights and compute, float32 input/output "
                         "(for ONNX Runtime and strongly typed TensorRT)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write X.int8.onnx (symmetric s8/s8 Q/DQ: TensorRT, OpenVINO) and X.int8-ort.onnx "
+                        "(u8/s8 Q/DQ: fast in ONNX Runtime), calibrated on photos through the runtime's preprocessing")
+    parser.add_argument("--calib", type=Path, metavar="DIR",
+                        help="calibration photos for --int8, searched recursively (default: ../shared/data/SOD "
+                        "when present, else synthetic images)")
+    parser.add_argument("--calib-count", type=positive_int, default=int8_export.DEFAULT_CALIB_COUNT, metavar="N",
+                        help="photos used for calibration, spread over the folder (default: %(default)s)")
+    parser.add_argument("--calib-method", choices=int8_export.METHODS, default=int8_export.DEFAULT_METHOD,
+                        help="how activation ranges are chosen (default: %(default)s, chosen by measured accuracy)")
     parser.add_argument("--all-outputs", action="store_true",
                         help="add the six side maps side1..side6 (probabilities) after 'mask'")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
@@ -239,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
             artifacts = run_export(
                 args.checkpoint, args.output, model=args.model, size=args.size, opset=args.opset,
-                dynamic_hw=args.dynamic_hw, fp16=args.fp16, all_outputs=args.all_outputs, progress=True,
+                dynamic_hw=args.dynamic_hw, fp16=args.fp16, all_outputs=args.all_outputs, int8=args.int8,
+                calib=args.calib, calib_count=args.calib_count, calib_method=args.calib_method, progress=True,
             )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)

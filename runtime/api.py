@@ -160,8 +160,10 @@ class Remover:
     (default: the backend's ``preferred_batch``: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU;
     on a CPU a batch that would not fit in memory is reduced, with one line saying so).
     ``max_pixels``: larger image files are refused before decoding. ``backend``: a name from
-    ``runtime.backends.BACKENDS`` instead of choosing by the engine's suffix; ``precision``: for
-    backends that can choose one (others refuse a precision their engine does not have).
+    ``runtime.backends.BACKENDS`` (``onnxruntime``, ``openvino``, ``tensorrt``) instead of the default:
+    by the engine's suffix, and for ``.onnx`` on a CPU the fastest installed (OpenVINO where present).
+    ``precision``: ``fp32`` or ``bf16`` for backends that choose one (OpenVINO; None = BF16 where the
+    CPU computes it natively, else FP32); the log line names the backend and the precision that runs.
     """
 
     def __init__(

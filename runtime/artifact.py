@@ -39,6 +39,8 @@ class Artifact:
     source_sha256: str | None = None  # sha256 of that checkpoint file
     version: str | None = None  # the toolkit version that exported it
     tensorrt: Mapping[str, Any] | None = field(default=None, compare=False)  # build facts, engines only
+    # INT8 Q/DQ files only: form ("s8s8-symmetric" / "u8s8"), calibration method, images, FP32 nodes
+    int8: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def replace(self, **changes: Any) -> Artifact:
         return replace(self, **changes)
@@ -53,7 +55,7 @@ class Artifact:
                 value = value.to_dict()
             elif f.name == "outputs":
                 value = list(value)
-            elif f.name == "tensorrt":
+            elif f.name in ("tensorrt", "int8"):
                 if value is None:
                     continue
                 value = dict(value)
@@ -160,8 +162,9 @@ def _checked(values: dict[str, Any], where: str | os.PathLike) -> Artifact:
         if not isinstance(outputs, list | tuple) or not outputs or not all(isinstance(o, str) for o in outputs):
             raise bad("outputs", "a non-empty list of names")
         values["outputs"] = tuple(outputs)
-    if values.get("tensorrt") is not None and not isinstance(values["tensorrt"], Mapping):
-        raise bad("tensorrt", "an object")
+    for name in ("tensorrt", "int8"):
+        if values.get(name) is not None and not isinstance(values[name], Mapping):
+            raise bad(name, "an object")
     return Artifact(**values)
 
 

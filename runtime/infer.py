@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per engine call, capped by the engine's profile (default: the TensorRT profile's "
                    "optimum; 8 with CUDA; 1 on a CPU, where batching does not speed up inference)")
     p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="ONNX Runtime inference threads (default: one per core)")
+                   help="inference threads of ONNX Runtime or OpenVINO (default: one per core)")
     p.add_argument("--io-threads", type=positive_int, default=2, metavar="N",
                    help="threads decoding, resizing and encoding images alongside inference (default: 2)")
     p.add_argument("--shard", type=Shard.parse, metavar="K/N",
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace, background: Background) -> int:
         return 2
     try:
         remover = Remover(args.engine, backend=args.backend, provider=args.provider, threads=args.threads,
-                          batch_size=args.batch_size, max_pixels=args.max_pixels)
+                          batch_size=args.batch_size, max_pixels=args.max_pixels, precision=args.precision)
     except BackendError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -167,7 +167,7 @@ def test_a_new_backend_is_one_module_and_one_row(tmp_path, monkeypatch):
     # An explicit name overrides the suffix; an unknown name or suffix is one line.
     tiny = make_tiny_onnx(tmp_path / "t.onnx")
     assert isinstance(open_backend(tiny, backend="echo"), _EchoBackend)
-    with pytest.raises(BackendError, match=r"t.onnx: unknown backend 'nope'; choose onnxruntime, tensorrt"):
+    with pytest.raises(BackendError, match=r"t.onnx: unknown backend 'nope'; choose openvino, onnxruntime, tensorrt"):
         open_backend(tiny, backend="nope")
     with pytest.raises(BackendError, match=r"unknown engine type '.txt'; expected .onnx, .plan"):
         open_backend(tmp_path / "m.txt")

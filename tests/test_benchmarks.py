@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import cv2
@@ -48,7 +49,16 @@ def test_fps_json_rows_and_paper_ratio(tmp_path, monkeypatch):
     paper = [r for r in rows if "paper" in r["device"]]
     measured = [r for r in rows if "paper" not in r["device"]]
     assert [r["throughput_fps"] for r in paper] == [PAPER_FPS["u2netp"]]
-    assert {r["backend"] for r in measured} == {"onnxruntime", "pytorch"}
+    installed = {"openvino"} if importlib.util.find_spec("openvino") else set()
+    assert {r["backend"] for r in measured} == {"onnxruntime", "pytorch", *installed}
+    precisions = {(r["backend"], r["precision"]) for r in measured}
+    assert {("onnxruntime", "fp32"), ("onnxruntime", "int8 (u8s8)")} <= precisions
+    if installed:
+        assert {("openvino", "fp32"), ("openvino", "int8 (u8s8)"), ("openvino", "int8 (s8s8)")} <= precisions
+    for r in measured:  # every row's ratio to the ONNX Runtime FP32 row of the same run
+        assert r["vs_ort_fp32"] > 0
+    base = next(r for r in measured if (r["backend"], r["precision"]) == ("onnxruntime", "fp32"))
+    assert base["vs_ort_fp32"] == pytest.approx(1.0)
     for r in measured:
         for key in ("model", "backend", "precision", "batch_size", "latency_ms_p50", "throughput_fps", "vs_1080ti"):
             assert key in r
@@ -82,7 +92,8 @@ def test_accuracy_compare_reports_both_engines_and_deltas(tmp_path, random_u2net
     fp32, fp16 = random_u2netp.onnx
     data = _tiny_dataset(tmp_path / "data")
     out = tmp_path / "acc.json"
-    assert accuracy.main(["--engine", str(fp32), "--compare", str(fp16), "--data", str(data), "--json", str(out)]) == 0
+    assert accuracy.main(["--engine", str(fp32), "--compare", str(fp16), "--data", str(data), "--json", str(out),
+                          "--backend", "onnxruntime"]) == 0
     doc = json.loads(out.read_text())
     for key in ("max_f", "mean_f", "mae", "s_measure", "e_measure", "weighted_f", "n_images"):
         assert key in doc and key in doc["compare"]

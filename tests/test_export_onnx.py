@@ -191,7 +191,9 @@ def _perturb_fuse_weight(path: Path, delta: float = 0.5) -> None:
 
 
 def test_tolerance_table():
-    assert set(TOLERANCES) == {"fp32", "fp16"}
+    assert set(TOLERANCES) == {"fp32", "fp16", "bf16", "int8"}
+    assert TOLERANCES["int8"].accepts(0.5, 0.02) and not TOLERANCES["int8"].accepts(0.5, 0.031)
+    assert TOLERANCES["bf16"].accepts(0.05, 0.004) and not TOLERANCES["bf16"].accepts(0.11, 0.0)
     assert TOLERANCES["fp32"].accepts(1e-4, 1e-4) and not TOLERANCES["fp32"].accepts(1.1e-4, 0.0)
     assert TOLERANCES["fp16"].accepts(5e-2, 2e-3)
     assert not TOLERANCES["fp16"].accepts(1e-3, 2.1e-3) and not TOLERANCES["fp16"].accepts(5.1e-2, 0.0)

@@ -66,7 +66,7 @@ def test_onnx_export_and_runtime_reproduce_it(tmp_path, golden, seeded_model, se
 
     spec = PreprocessSpec(size=SIZE)
     onnx_path = export_onnx(seeded_model, tmp_path / "golden.onnx", onnx_artifact("u2netp", spec))
-    backend = open_backend(onnx_path, provider="cpu")
+    backend = open_backend(onnx_path, backend="onnxruntime", provider="cpu")  # FP32, whatever the CPU default
     try:
         probs = backend.run(seeded_input)
     finally:
@@ -74,7 +74,7 @@ def test_onnx_export_and_runtime_reproduce_it(tmp_path, golden, seeded_model, se
     assert probs.shape == (1, 1, SIZE, SIZE)
     assert np.abs(probs[:, 0] - golden).max() < TOLERANCE
     # The whole runtime path: image in, uint8 mask out, against the official map through the same postprocess.
-    with Remover(onnx_path, provider="cpu") as remover:
+    with Remover(onnx_path, backend="onnxruntime", provider="cpu") as remover:  # FP32, whatever the CPU default
         mask = remover.mask(seeded_image())
     expected = postprocess(golden, (SIZE, SIZE))
     assert mask.shape == (SIZE, SIZE)

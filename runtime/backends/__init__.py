@@ -15,6 +15,8 @@ from pathlib import Path
 from runtime.backends.base import Backend, BackendClosed, BackendError, BatchError
 from runtime.backends.onnxrt import PROVIDERS as ONNXRUNTIME_PROVIDERS
 
+PRECISION_CHOICES = ("fp32", "bf16")  # what --precision takes; an INT8 file runs in INT8 on its own
+
 
 @dataclass(frozen=True)
 class BackendEntry:
@@ -25,13 +27,24 @@ class BackendEntry:
     schemes: tuple[str, ...] = ()  # URLs it opens, e.g. "grpc://"
     providers: tuple[str, ...] = ()  # what --provider may say for it
     default: bool = True  # picked by suffix; False: only when asked for by name
+    # "module:function(path, provider) -> bool": a default row with one is picked by suffix only when it
+    # says yes (e.g. OpenVINO: installed, running on the CPU, and measured faster for this kind of file).
+    prefers: str = ""
 
     def load(self) -> type[Backend]:
         return getattr(importlib.import_module(self.module), self.cls)
 
+    def wants(self, path: Path, provider: str | None) -> bool:
+        if not self.prefers:
+            return True
+        module, function = self.prefers.split(":")
+        return bool(getattr(importlib.import_module(module), function)(path, provider))
+
 
 # Earlier rows win when several default backends accept a suffix.
 BACKENDS: tuple[BackendEntry, ...] = (
+    BackendEntry("openvino", "runtime.backends.openvino", "OpenVINOBackend", (".onnx",), providers=("cpu",),
+                 prefers="runtime.backends.openvino:fastest_on_this_cpu"),
     BackendEntry("onnxruntime", "runtime.backends.onnxrt", "OnnxRuntimeBackend", (".onnx",),
                  providers=tuple(ONNXRUNTIME_PROVIDERS)),
     BackendEntry("tensorrt", "runtime.backends.trt", "TensorRTBackend", (".plan", ".engine", ".trt"),
@@ -52,14 +65,20 @@ def provider_choices() -> list[str]:
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--provider``, with their choices from ``BACKENDS``, for every CLI that runs engines."""
     parser.add_argument("--backend", choices=backend_names(), metavar="|".join(backend_names()),
-                        help="run the engine on this backend (default: chosen by the engine's suffix)")
+                        help="run the engine on this backend (default: by the engine's suffix; an .onnx file on a "
+                        "CPU runs on the fastest one installed: OpenVINO where present, else ONNX Runtime)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES,
+                        help="compute precision where the backend chooses one (OpenVINO): bf16 needs a CPU with "
+                        "AVX-512 BF16 or AMX, elsewhere FP32 runs and the log says so (default: bf16 where "
+                        "native, else fp32; other backends run the file's own precision)")
     parser.add_argument("--provider", choices=provider_choices(),
                         help="ONNX Runtime execution provider (default: cuda when available, else cpu); "
                         "an unavailable provider is an error, never a silent fallback")  # fmt: skip
 
 
-def find_backend(path: str | os.PathLike, backend: str | None = None) -> BackendEntry:
-    """The table row for ``backend`` (by name) or, when None, the first default row accepting ``path``."""
+def find_backend(path: str | os.PathLike, backend: str | None = None, provider: str | None = None) -> BackendEntry:
+    """The table row for ``backend`` (by name) or, when None, the first default row accepting ``path``
+    (and, for a row with ``prefers``, wanting it with this ``provider``)."""
     if backend is not None:
         for entry in BACKENDS:
             if entry.name == backend:
@@ -74,9 +93,9 @@ def find_backend(path: str | os.PathLike, backend: str | None = None) -> Backend
         raise BackendError(f"{text}: no backend serves {scheme} URLs")
     suffix = Path(text).suffix.lower()
     for entry in BACKENDS:
-        if entry.default and suffix in entry.suffixes:
+        if entry.default and suffix in entry.suffixes and entry.wants(Path(text), provider):
             return entry
-    known = ", ".join(s for entry in BACKENDS if entry.default for s in entry.suffixes)
+    known = ", ".join(dict.fromkeys(s for entry in BACKENDS if entry.default for s in entry.suffixes))
     raise BackendError(f"{text}: unknown engine type {suffix or '(no suffix)'!r}; expected {known}")
 
 
@@ -87,14 +106,15 @@ def open_backend(
     threads: int | None = None,
     precision: str | None = None,
 ) -> Backend:
-    """Open an engine: ``.onnx`` runs on ONNX Runtime, ``.plan``/``.engine`` on TensorRT; ``backend``
-    names another row of ``BACKENDS`` instead.
+    """Open an engine: ``.onnx`` runs on OpenVINO where it is installed and measured faster on this CPU
+    (``openvino.fastest_on_this_cpu``), else on ONNX Runtime; ``.plan``/``.engine`` on TensorRT;
+    ``backend`` names another row of ``BACKENDS`` instead.
 
     ``provider``: ONNX Runtime's ``cpu``, ``cuda`` or ``tensorrt`` (None picks CUDA when available);
     ``threads``: inference threads on a CPU; ``precision``: for backends that can choose one.
     A backend refuses options it cannot honour with a BackendError.
     """
-    entry = find_backend(path, backend)
+    entry = find_backend(path, backend, provider)
     target = path if "://" in os.fspath(path) else Path(path)
     return entry.load()(target, provider=provider, threads=threads, precision=precision)
 

@@ -46,12 +46,12 @@ class OnnxRuntimeBackend(Backend):
         path = self.path
         ort = import_onnxruntime(path)
         require_file(path)
-        if precision is not None:
-            raise BackendError(f"{path}: ONNX Runtime runs the file's own precision; convert it instead of "
-                               f"asking for {precision!r}")  # fmt: skip
         self.provider = self._pick_provider(ort, provider)
         self.session = self._open_session(ort, threads)
         self._artifact = Artifact.from_onnx_props(self.session.get_modelmeta().custom_metadata_map, path)
+        if precision not in (None, self._artifact.precision):
+            raise BackendError(f"{path}: ONNX Runtime runs the file's own precision ({self._artifact.precision}); "
+                               f"convert it, or use --backend openvino, for {precision}")  # fmt: skip
         self._read_io()
         log.debug("%s", self.describe())  # the caller (Remover) logs what runs
 
