@@ -241,6 +241,7 @@ def test_sigterm_stops_everything_and_leaves_nothing(server):
 
 
 def test_sigint_stops_it_too(engine, tmp_path_factory):
+    serve_python()  # skips, saying why, where the server's venv could not be built
     started = start_server(engine, tmp_path_factory.mktemp("sig"), "--name", "u2netp", "--image-port", "0")
     try:
         with Remover(started.grpc_url) as remote:
