@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,9 @@ _UNBOUNDED_BATCH = 64  # as for ONNX Runtime: a dynamic batch axis has no profil
 
 
 def import_openvino(path: Path):  # noqa: ANN201 - the module
+    # `import openvino` loads its model-conversion tools, whose telemetry posts to an analytics host:
+    # a runtime makes no outbound connection, so they get OpenVINO's own stub (used when it is absent).
+    sys.modules.setdefault("openvino_telemetry", None)
     try:
         import openvino
     except ImportError:
