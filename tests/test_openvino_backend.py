@@ -166,3 +166,29 @@ def test_cli_runs_openvino(u2netp_onnx, tmp_path, caplog):
     assert status == 0
     assert (tmp_path / "out" / "shot.png").is_file()
     assert "OpenVINO" in caplog.text and "fp32 inference precision" in caplog.text
+
+
+SIGNAL_AFTER_CLOSING = """
+import gc, signal, sys
+from runtime.backends import open_backend
+backends = [open_backend(sys.argv[1], backend="openvino", precision="fp32") for _ in range(3)]
+backends.pop(1).close()  # an older backend first, then the newest: the order that left a dangling stack
+backends.pop().close()
+gc.collect()
+caught = []
+signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+signal.raise_signal(signal.SIGTERM)
+print("caught", caught)
+"""
+
+
+def test_a_signal_after_closing_backends_is_delivered(u2netp_onnx):
+    # With one Core per backend, OpenVINO's CPU plugin (on AMX CPUs) left the main thread's signal stack
+    # pointing at freed memory, and the next SIGTERM or Ctrl-C killed the process with SIGSEGV.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_CLOSING, str(u2netp_onnx[0])],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "caught [15]" in done.stdout

@@ -15,6 +15,7 @@ Settings, each set on purpose (measured on 2-core CPUs, README "Backends and pre
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -46,6 +47,18 @@ def import_openvino(path: Path):  # noqa: ANN201 - the module
     except ImportError:
         raise BackendError(f"{path}: openvino is not installed (pip install 'u2net-toolkit[openvino]')") from None
     return openvino
+
+
+@functools.cache
+def shared_core(ov):  # noqa: ANN001, ANN201 - the openvino module and its Core
+    """One ``ov.Core`` per process, never destroyed before exit.
+
+    Each Core loads its own CPU plugin, which on a CPU with AMX installs a new signal stack for the main
+    thread and, when it is destroyed, puts back the one it replaced, even if that one's plugin (and its
+    memory) is already gone. The next signal (Ctrl-C, SIGTERM) is then delivered onto unmapped memory and
+    the process dies with SIGSEGV. One long-lived Core, as OpenVINO recommends anyway, never unwinds.
+    """
+    return ov.Core()
 
 
 def choose_precision(path: Path, asked: str | None, file_precision: str) -> str:
@@ -132,7 +145,7 @@ class OpenVINOBackend(Backend):
             log.warning("%s: the symmetric s8/s8 INT8 form is TensorRT's; OpenVINO measured less accurate on it "
                         "than on the u8/s8 file (X.int8-ort.onnx)", path.name)
         self.hint, self.threads = hint, threads
-        self.core = ov.Core()
+        self.core = shared_core(ov)
         try:
             self.model = self.core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for every unreadable file
