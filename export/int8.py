@@ -59,6 +59,19 @@ def int8_path(out: Path, form: str) -> Path:
     return out.with_name(f"{out.stem}.{tag}{out.suffix}")
 
 
+def calibration_set(folder: str | os.PathLike | None, count: int, method: str) -> tuple[list[np.ndarray], Calibration]:
+    """The calibration photos (default: the SOD photos when present, else synthetic) and how to use them."""
+    from export.verify import SOD_DIR
+
+    if method not in METHODS:
+        raise ExportError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
+    if folder is None and (SOD_DIR / "images").is_dir():
+        folder = SOD_DIR / "images"
+    images, source = calibration_images(Path(folder) if folder is not None else None, count)
+    log.info("INT8 calibration: %d images from %s, %s", len(images), source, method)
+    return images, Calibration(method=method, count=len(images), source=source)
+
+
 def calibration_images(folder: Path | None, count: int) -> tuple[list[np.ndarray], str]:
     """``count`` RGB uint8 images spread evenly over ``folder`` (searched recursively), or synthetic ones.
 

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +30,7 @@ from export import int8 as int8_export
 from export.errors import ExportError
 from export.fp16 import convert_to_fp16
 from export.onnx import MAX_OPSET, MIN_OPSET, check_options, export_onnx, onnx_artifact, read_artifact
-from export.verify import SOD_DIR, Comparison, ParityCheck
+from export.verify import Comparison, ParityCheck
 from runtime import atomic
 from runtime.argtypes import positive_int
 from runtime.artifact import Artifact
@@ -176,7 +176,7 @@ def run_export(
             log.info("%s", steps[index])
 
         step(0)
-        calib_set = _calibration_set(calib, calib_count, calib_method) if int8 else None
+        calib_set = int8_export.calibration_set(calib, calib_count, calib_method) if int8 else None
         try:
             loaded = load_checkpoint(ckpt, model=model)
         except CheckpointError as exc:
@@ -199,28 +199,25 @@ def run_export(
                 step(4)
                 staged.append(ExportedFile(half, half_artifact, _verify(parity, half, "fp16")))
             if calib_set is not None:
-                images, calibration = calib_set
-                for form in int8_export.FORMS:
-                    step(steps.index(f"calibrate INT8 {form}"))
-                    quant = int8_export.convert_to_int8(fp32, stage / int8_export.int8_path(out, form).name, images,
-                                                        form=form, calibration=calibration, cache=stage / "ranges.json")
-                    step(steps.index(f"verify INT8 {form}"))
-                    staged.append(ExportedFile(quant, read_artifact(quant), _verify(parity, quant, "int8")))
+                staged += _int8_files(fp32, stage / out.name, calib_set, parity, lambda name: step(steps.index(name)))
             bar.update()
             return _publish(staged, out.parent)
 
 
-def _calibration_set(
-    folder: str | os.PathLike | None, count: int, method: str
-) -> tuple[list, int8_export.Calibration]:
-    """The calibration photos (default: the SOD photos when present, else synthetic) and how to use them."""
-    if method not in int8_export.METHODS:
-        raise ExportError(f"unknown calibration method {method!r}; choose {', '.join(int8_export.METHODS)}")
-    if folder is None and (SOD_DIR / "images").is_dir():
-        folder = SOD_DIR / "images"
-    images, source = int8_export.calibration_images(Path(folder) if folder is not None else None, count)
-    log.info("INT8 calibration: %d images from %s, %s", len(images), source, method)
-    return images, int8_export.Calibration(method=method, count=len(images), source=source)
+def _int8_files(
+    fp32: Path, out: Path, calib_set: tuple[list, int8_export.Calibration], parity: ParityCheck,
+    step: Callable[[str], None],
+) -> list[ExportedFile]:  # fmt: skip
+    """Both INT8 forms of the staged ``fp32`` file, from one calibration pass, each verified."""
+    images, calibration = calib_set
+    files = []
+    for form in int8_export.FORMS:
+        step(f"calibrate INT8 {form}")
+        quant = int8_export.convert_to_int8(fp32, int8_export.int8_path(out, form), images, form=form,
+                                            calibration=calibration, cache=out.parent / "ranges.json")  # fmt: skip
+        step(f"verify INT8 {form}")
+        files.append(ExportedFile(quant, read_artifact(quant), _verify(parity, quant, "int8")))
+    return files
 
 
 def _verify(parity: ParityCheck, staged: Path, precision: str) -> Comparison:
