@@ -2,10 +2,13 @@
 
     python -m export.to_trt runs/u2netp/best.pth                  # -> best.onnx, best.fp16.onnx, best.plan
     python -m export.to_trt u2net.pth -o models/u2net.plan --max-batch 16 --timing-cache trt.cache
-    python -m export.to_trt models/u2net.onnx --fp32              # FP32 engine from an existing ONNX
+    python -m export.to_trt models/u2net.onnx --precision fp32    # FP32 engine from an existing ONNX
+    python -m export.to_trt u2net.pth --precision int8 --calib photos/   # INT8 from calibrated Q/DQ
 
-From a checkpoint, ``OUT.onnx`` (FP32) and ``OUT.fp16.onnx`` are exported and verified first
-(``export.to_onnx``); from an ``.onnx`` file, the FP16 copy is made beside the plan when needed.
+From a checkpoint, ``OUT.onnx`` (FP32) and ``OUT.fp16.onnx`` (or, for INT8, the calibrated
+``OUT.int8.onnx`` and ``OUT.int8-ort.onnx``) are exported and verified first (``export.to_onnx``); from
+an FP32 ``.onnx`` file the FP16 copy or the symmetric INT8 file is made beside the plan when needed,
+and an ``X.int8.onnx`` given directly is built as it is.
 The engine is written with ``OUT.plan.json`` (preprocessing metadata, precision, profile, TensorRT
 version, GPU) and checked against ONNX Runtime FP32 on a few images before it is kept.
 
@@ -25,11 +28,20 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from export import int8 as int8_export
 from export.errors import ExportError
 from export.fp16 import convert_to_fp16
-from export.onnx import artifact_of, load_onnx
+from export.onnx import artifact_of, load_onnx, read_artifact
 from export.to_onnx import fp16_path, run_export
-from export.trt import BuildOptions, Profile, TensorRTUnavailable, build_engine, weight_precision
+from export.trt import (
+    PRECISIONS,
+    BuildOptions,
+    Profile,
+    TensorRTUnavailable,
+    asymmetric_zero_points,
+    build_engine,
+    weight_precision,
+)
 from runtime.argtypes import positive_float, positive_int
 from runtime.artifact import Artifact
 from runtime.logs import setup_logging
@@ -37,15 +49,22 @@ from train.model import MODEL_NAMES
 
 log = logging.getLogger(__name__)
 
-FP16_TAG = ".fp16"
+# Tags of the derived ONNX files (export.to_onnx); the longest first, as ".int8" ends ".int8-ort"'s stem too.
+DERIVED_TAGS = (".int8-ort", ".int8", ".fp16")
 
 
 def default_output(source: Path) -> Path:
-    """``X.pth`` / ``X.onnx`` / ``X.fp16.onnx`` -> ``X.plan`` beside it."""
+    """``X.pth`` / ``X.onnx`` / ``X.fp16.onnx`` / ``X.int8.onnx`` -> ``X.plan`` beside it."""
+    return source.with_name(_base_stem(source) + ".plan")
+
+
+def _base_stem(source: Path) -> str:
     stem = source.stem
-    if source.suffix.lower() == ".onnx" and stem.endswith(FP16_TAG):
-        stem = stem[: -len(FP16_TAG)]
-    return source.with_name(stem + ".plan")
+    if source.suffix.lower() == ".onnx":
+        for tag in DERIVED_TAGS:
+            if stem.endswith(tag):
+                return stem[: -len(tag)]
+    return stem
 
 
 @dataclass(frozen=True)
@@ -55,43 +74,78 @@ class EngineSources:
     fp32: Path | None
     fp16: Path | None
     artifact: Artifact
+    int8: Path | None = None  # the symmetric Q/DQ file
 
     @property
     def written(self) -> list[Path]:
-        return [p for p in (self.fp32, self.fp16) if p is not None]
+        return [p for p in (self.fp32, self.fp16, self.int8) if p is not None]
 
 
-def onnx_from_checkpoint(ckpt: Path, plan: Path, *, model: str, size: int | None, fp16: bool) -> EngineSources:
-    """Export and verify ``plan.onnx`` (and ``plan.fp16.onnx``) from a checkpoint."""
+@dataclass(frozen=True)
+class Calibrate:
+    """Where the INT8 calibration photos come from (``export.int8.calibration_set``)."""
+
+    folder: Path | None = None
+    count: int = int8_export.DEFAULT_CALIB_COUNT
+
+
+def onnx_from_checkpoint(ckpt: Path, plan: Path, *, model: str, size: int | None, precision: str,
+                         calibrate: Calibrate = Calibrate()) -> EngineSources:  # fmt: skip
+    """Export and verify ``plan.onnx`` and the file the engine is built from (FP16 or INT8) from a checkpoint."""
     exported = run_export(
-        ckpt, plan.with_suffix(".onnx"), model=model, size=size, fp16=fp16, progress=sys.stderr.isatty()
-    )
+        ckpt, plan.with_suffix(".onnx"), model=model, size=size, fp16=precision == "fp16",
+        int8=precision == "int8", calib=calibrate.folder, calib_count=calibrate.count, progress=sys.stderr.isatty(),
+    )  # fmt: skip
     for file in exported:
         print(f"wrote {file.path} ({file.precision}): {file.comparison.summary()}")
-    paths = {f.precision: f.path for f in exported}
-    return EngineSources(paths["fp32"], paths.get("fp16"), exported[-1].artifact)
+    by_name = {f.path.name: f for f in exported}
+    fp32 = exported[0]
+    half = next((f for f in exported if f.precision == "fp16"), None)
+    symmetric = by_name.get(int8_export.int8_path(fp32.path, "symmetric").name)
+    chosen = {"fp16": half, "int8": symmetric}.get(precision) or fp32
+    return EngineSources(fp32.path, half.path if half else None, chosen.artifact,
+                         int8=symmetric.path if symmetric else None)  # fmt: skip
 
 
-def onnx_from_onnx(source: Path, plan: Path, *, fp16: bool) -> EngineSources:
-    """Use an existing ONNX file (read once); make the FP16 copy beside the plan when an FP16 engine needs one."""
+def onnx_from_onnx(source: Path, plan: Path, *, precision: str, calibrate: Calibrate = Calibrate()) -> EngineSources:
+    """Use an existing ONNX file (read once); make the FP16 copy or the symmetric INT8 file beside the plan
+    when the engine needs one."""
     model = load_onnx(source)
     artifact = artifact_of(model, source)
-    if weight_precision(model) == "fp16":
-        if not fp16:
-            raise ExportError(f"{source}: has FP16 weights; an FP32 engine needs the FP32 ONNX file")
-        sibling = source.with_name(source.name.replace(f"{FP16_TAG}.onnx", ".onnx"))
-        if sibling == source or not sibling.is_file():
-            raise ExportError(
-                f"{source}: the engine check compares against the FP32 ONNX, expected beside it as {sibling.name}"
-            )
-        return EngineSources(sibling, source, artifact.replace(precision="fp16"))
+    found = weight_precision(model)
+    if found != "fp32":
+        return _derived_source(source, model, artifact, found, precision)
     artifact = artifact.replace(precision="fp32")  # what its weights are, whatever an edited label says
-    if not fp16:
+    if precision == "fp32":
         return EngineSources(source, None, artifact)
+    if precision == "int8":
+        quant = int8_export.int8_path(plan.with_suffix(".onnx"), "symmetric")
+        images, calibration = int8_export.calibration_set(calibrate.folder, calibrate.count, int8_export.DEFAULT_METHOD)
+        int8_export.convert_to_int8(source, quant, images, form="symmetric", calibration=calibration)
+        print(f"wrote {quant} (int8 symmetric Q/DQ, calibrated on {len(images)} images from {calibration.source})")
+        return EngineSources(source, None, read_artifact(quant), int8=quant)
     half = fp16_path(plan.with_suffix(".onnx"))
     convert_to_fp16(source, half, artifact)
     print(f"wrote {half} (fp16, converted from {source.name})")
     return EngineSources(source, half, artifact.replace(precision="fp16"))
+
+
+def _derived_source(source: Path, model: object, artifact: Artifact, found: str, precision: str) -> EngineSources:
+    """An FP16 or INT8 file given directly: built as it is, checked against its FP32 sibling."""
+    if found != precision:
+        what = "FP16 weights" if found == "fp16" else "INT8 Q/DQ nodes"
+        raise ExportError(f"{source}: has {what}; a {precision} engine needs the FP32 ONNX file")
+    if found == "int8" and asymmetric_zero_points(model):
+        raise ExportError(f"{source}: is the u8/s8 INT8 form for CPU engines; TensorRT reads the symmetric one "
+                          f"({_base_stem(source)}.int8.onnx, from python -m export.to_onnx --int8)")  # fmt: skip
+    sibling = source.with_name(_base_stem(source) + ".onnx")
+    if not sibling.is_file():
+        raise ExportError(
+            f"{source}: the engine check compares against the FP32 ONNX, expected beside it as {sibling.name}"
+        )
+    if found == "int8":
+        return EngineSources(sibling, None, artifact, int8=source)
+    return EngineSources(sibling, source, artifact.replace(precision="fp16"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="TensorRT timing cache: loaded if it exists, saved after the build "
         "(makes later builds on the same GPU and TensorRT faster)",
     )
-    parser.add_argument("--fp32", action="store_true", help="build an FP32 engine (from the FP32 ONNX) instead of FP16")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="engine precision (default: fp16); int8 builds from the symmetric Q/DQ ONNX, "
+                        "calibrated on --calib photos when it has to be made")  # fmt: skip
+    parser.add_argument("--fp32", action="store_true", help="same as --precision fp32")
+    parser.add_argument("--calib", type=Path, metavar="DIR",
+                        help="calibration photos for --precision int8, searched recursively (default: "
+                        "../shared/data/SOD when present, else synthetic images)")  # fmt: skip
+    parser.add_argument("--calib-count", type=positive_int, default=int8_export.DEFAULT_CALIB_COUNT, metavar="N",
+                        help=f"calibration images for --precision int8 (default: {int8_export.DEFAULT_CALIB_COUNT})")
     parser.add_argument(
         "--model",
         choices=("auto", *MODEL_NAMES),
@@ -149,14 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.output or default_output(source)
     if out.suffix.lower() != ".plan":
         parser.error(f"{out}: the engine name must end in .plan (the runtime picks its backend by suffix)")
-    precision = "fp32" if args.fp32 else "fp16"
+    if args.fp32 and args.precision not in (None, "fp32"):
+        parser.error(f"--fp32 contradicts --precision {args.precision}")
+    precision = "fp32" if args.fp32 else args.precision or "fp16"
+    if precision != "int8" and (args.calib is not None or args.calib_count != int8_export.DEFAULT_CALIB_COUNT):
+        parser.error("--calib and --calib-count are for --precision int8")
+    calibrate = Calibrate(args.calib, args.calib_count)
     try:
         if not source.is_file():
             raise ExportError(f"{source}: no such file")
         if source.suffix.lower() == ".onnx":
-            sources = onnx_from_onnx(source, out, fp16=precision == "fp16")
+            sources = onnx_from_onnx(source, out, precision=precision, calibrate=calibrate)
         else:
-            sources = onnx_from_checkpoint(source, out, model=args.model, size=args.size, fp16=precision == "fp16")
+            sources = onnx_from_checkpoint(source, out, model=args.model, size=args.size, precision=precision,
+                                           calibrate=calibrate)  # fmt: skip
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -169,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         with tqdm(total=1, desc=f"TensorRT {precision} engine", unit="engine", leave=False, disable=None) as bar:
             built = build_engine(out, options, fp32_onnx=sources.fp32, fp16_onnx=sources.fp16,
-                                 artifact=sources.artifact)  # fmt: skip
+                                 int8_onnx=sources.int8, artifact=sources.artifact)  # fmt: skip
             bar.update()
     except TensorRTUnavailable as exc:
         print(f"{out}: not built: {exc}; the ONNX files are ready: {', '.join(map(str, sources.written))}",

@@ -8,6 +8,9 @@ Precision, by TensorRT generation:
   from the FP16 ONNX (``export.fp16``), an FP32 engine from the FP32 ONNX.
 - 10.12 and newer 10.x: the same strongly typed builds (``BuilderFlag.FP16`` is deprecated there).
 - 10.0-10.11: FP16 by ``BuilderFlag.FP16`` on the FP32 ONNX (weak typing); FP32 strongly typed.
+- INT8, every generation: strongly typed from the symmetric Q/DQ ONNX (``export.int8``, ``X.int8.onnx``).
+  Its QuantizeLinear/DequantizeLinear pairs say which tensors are INT8 (explicit quantization, the
+  only kind TensorRT 11 has); TensorRT needs every zero point to be 0, so the u8/s8 CPU form is refused.
 Names that one generation removed are only ever touched on the generation that still has them.
 """
 
@@ -44,7 +47,7 @@ from runtime.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8")
 STRONG_FP16_FROM = (10, 12)  # first TensorRT whose FP16 path is the strongly typed one
 CHECK_IMAGES = 4
 
@@ -138,40 +141,76 @@ def require_gpu(trt: ModuleType) -> GpuInfo:
 
 
 def onnx_weight_precision(path: Path) -> str:
-    """Precision of the file's weights, which is what a strongly typed build runs in: fp16 or fp32."""
+    """What a strongly typed build of the file runs in: int8 (Q/DQ), fp16 or fp32."""
     return weight_precision(load_onnx(path))
 
 
 def weight_precision(model: Any) -> str:
     import onnx
 
+    if any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+        return "int8"
     types = {init.data_type for init in model.graph.initializer}
     return "fp16" if onnx.TensorProto.FLOAT16 in types else "fp32"
 
 
+def asymmetric_zero_points(model: Any) -> list[str]:
+    """Names of Q/DQ zero points that are unsigned or not 0: TensorRT reads symmetric INT8 only."""
+    from onnx import numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    names = {node.input[2] for node in model.graph.node
+             if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2}  # fmt: skip
+    bad = []
+    for name in sorted(names):
+        value = numpy_helper.to_array(inits[name]) if name in inits else None
+        if value is None or value.dtype.kind == "u" or value.any():
+            bad.append(name)
+    return bad
+
+
+_SOURCE_HINTS = {
+    "fp16": "make one with python -m export.to_onnx --fp16",
+    "fp32": "use the FP32 file",
+    "int8": "make the symmetric X.int8.onnx with python -m export.to_onnx --int8",
+}
+
+
 def plan_precision(
-    version: tuple[int, int], precision: str, fp32_onnx: Path | None, fp16_onnx: Path | None, verified: bool = False
-) -> PrecisionPlan:
+    version: tuple[int, int], precision: str, fp32_onnx: Path | None, fp16_onnx: Path | None,
+    verified: bool = False, int8_onnx: Path | None = None,
+) -> PrecisionPlan:  # fmt: skip
     """``verified``: the files are known to hold the weights their names say (``export.to_onnx`` made them)."""
-    strongly_typed = precision == "fp32" or version >= STRONG_FP16_FROM
+    strongly_typed = precision != "fp16" or version >= STRONG_FP16_FROM
     from_fp16 = precision == "fp16" and strongly_typed
-    onnx_path = fp16_onnx if from_fp16 else fp32_onnx
+    onnx_path = {"int8": int8_onnx, "fp16": fp16_onnx if from_fp16 else fp32_onnx}.get(precision, fp32_onnx)
     if onnx_path is None:
+        kind = "INT8 Q/DQ" if precision == "int8" else "FP16" if from_fp16 else "FP32"
         raise ExportError(
-            f"a {precision} engine on TensorRT {version[0]}.{version[1]} is built from an "
-            f"{'FP16' if from_fp16 else 'FP32'} ONNX file, and none was given"
+            f"a {precision} engine on TensorRT {version[0]}.{version[1]} is built from an {kind} ONNX file, "
+            "and none was given"
         )
     if strongly_typed and not verified:
         # A strongly typed network runs in the ONNX's own types: FP32 weights would give an FP32
         # engine labelled FP16 (or the reverse). Refuse rather than mislabel.
-        found = onnx_weight_precision(onnx_path)
+        model = load_onnx(onnx_path)
+        found = weight_precision(model)
         if found != precision:
-            how = "make one with python -m export.to_onnx --fp16" if precision == "fp16" else "use the FP32 file"
+            described = "Q/DQ (INT8)" if found == "int8" else f"{found.upper()} weights"
             raise ExportError(
-                f"{onnx_path}: has {found.upper()} weights, but a strongly typed {precision.upper()} engine "
-                f"needs an {precision.upper()} ONNX ({how})"
+                f"{onnx_path}: has {described}, but a strongly typed {precision.upper()} engine "
+                f"needs an {precision.upper()} ONNX ({_SOURCE_HINTS[precision]})"
+            )
+        if precision == "int8" and asymmetric_zero_points(model):
+            raise ExportError(
+                f"{onnx_path}: is the u8/s8 (asymmetric) INT8 form for CPU engines; TensorRT reads symmetric "
+                f"Q/DQ only (zero points 0): use {_symmetric_name(onnx_path)}"
             )
     return PrecisionPlan(precision, onnx_path, strongly_typed, fp16_flag=precision == "fp16" and not strongly_typed)
+
+
+def _symmetric_name(path: Path) -> str:
+    return path.name.replace(".int8-ort.onnx", ".int8.onnx") if ".int8-ort." in path.name else "the X.int8.onnx file"
 
 
 # -- step 3: network -------------------------------------------------------------------------
@@ -317,7 +356,7 @@ def engine_artifact(source: Artifact, precision: str, size: int, build: dict[str
 
 def build_engine(
     out: Path, options: BuildOptions, *, fp32_onnx: Path | None, fp16_onnx: Path | None = None, check: bool = True,
-    artifact: Artifact | None = None,
+    artifact: Artifact | None = None, int8_onnx: Path | None = None,
 ) -> BuiltEngine:  # fmt: skip
     """Build ``out`` (+ ``out.json``) from the ONNX files; check it against ONNX Runtime unless told not to.
 
@@ -331,7 +370,8 @@ def build_engine(
     trt = require_tensorrt()
     gpu = require_gpu(trt)
     version = tensorrt_version(trt)
-    plan = plan_precision(version, options.precision, fp32_onnx, fp16_onnx, verified=artifact is not None)
+    plan = plan_precision(version, options.precision, fp32_onnx, fp16_onnx, verified=artifact is not None,
+                          int8_onnx=int8_onnx)
     log.info("TensorRT %s on %s: %s engine from %s (%s)", trt.__version__, gpu, plan.precision, plan.onnx.name,
              "strongly typed" if plan.strongly_typed else "BuilderFlag.FP16")  # fmt: skip
     logger = make_logger(trt)

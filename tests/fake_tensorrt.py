@@ -460,6 +460,7 @@ class ParsedOnnx:
     inputs: list[tuple[str, tuple[int, ...], str]]  # (name, shape with -1 for dynamic, numpy dtype name)
     outputs: list[tuple[str, tuple[int, ...], str]]
     weight_dtypes: set[str] = field(default_factory=set)
+    quantized: bool = False  # has QuantizeLinear/DequantizeLinear pairs: explicit INT8
 
     @property
     def weights_fp16(self) -> bool:
@@ -468,7 +469,7 @@ class ParsedOnnx:
 
 def _read_onnx(path: str) -> ParsedOnnx:
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(path)
     onnx.checker.check_model(model)
@@ -481,10 +482,16 @@ def _read_onnx(path: str) -> ParsedOnnx:
             out.append((v.name, shape, np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)).name))
         return out
 
-    init_names = {i.name for i in model.graph.initializer}
+    inits = {i.name: i for i in model.graph.initializer}
     weights = {np.dtype(helper.tensor_dtype_to_np_dtype(i.data_type)).name for i in model.graph.initializer}
-    inputs = [i for i in io(model.graph.input) if i[0] not in init_names]
-    return ParsedOnnx(str(Path(path).resolve()), inputs, io(model.graph.output), weights)
+    inputs = [i for i in io(model.graph.input) if i[0] not in inits]
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    for node in qdq:  # as the real parser: explicit quantization is symmetric, every zero point 0
+        zero_point = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zero_point is not None and numpy_helper.to_array(zero_point).any():
+            raise ValueError(f"{node.name}: Assertion failed: shiftIsAllZeros(zeroPoint): "
+                             "Non-zero zero point is not supported.")  # fmt: skip
+    return ParsedOnnx(str(Path(path).resolve()), inputs, io(model.graph.output), weights, quantized=bool(qdq))
 
 
 class NativeEnum(enum.Enum):
@@ -869,7 +876,7 @@ def make_tensorrt(version: str, cuda: FakeCudaRuntime) -> types.ModuleType:
                 return None
             parsed = network._parsed
             if strongly_typed(network):
-                precision = "fp16" if parsed.weights_fp16 else "fp32"
+                precision = "int8" if parsed.quantized else "fp16" if parsed.weights_fp16 else "fp32"
             else:
                 precision = "fp16" if config.get_flag(BuilderFlag.FP16) else "fp32"
             profile = config._profiles[0]._shapes
