@@ -83,6 +83,8 @@ def run_rows(rows: list[RowSpec], batch_sizes: list[int], images: list, args: ar
     for i, row in enumerate(rows):
         try:
             runners[i] = row.make()
+            if runners[i].name != row.backend.split("+")[0]:  # a row measures what its label says, or nothing
+                raise RuntimeError(f"opened {runners.pop(i).name}, not {row.backend}")
         except Exception as exc:
             failed += 1
             print(f"  {row.model} {row.backend} {row.precision} on {row.device}: failed: {exc}", file=sys.stderr)

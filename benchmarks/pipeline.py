@@ -1,7 +1,8 @@
 """End-to-end speed of the runtime's pipeline, measured as ratios within one run.
 
-    python -m benchmarks.pipeline                  # U²-NetP 320, ONNX Runtime CPU, all scenarios
+    python -m benchmarks.pipeline                  # U²-NetP 320, the runtime's default CPU backend, all scenarios
     python -m benchmarks.pipeline --ckpt u2netp.pth --photos 8 --json pipeline.json
+    python -m benchmarks.pipeline --int8 --backend openvino     # the u8/s8 INT8 file on OpenVINO
 
 0. Per step, one 12 MP cutout at a time on one thread: decode, preprocess (resize + normalise),
    inference, postprocess (mask resize + RGBA assembly), encode (PNG), write; with the runtime's codecs
@@ -25,13 +26,14 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from benchmarks.common import hardware_header, measure
-from benchmarks.runners import cached_onnx
+from benchmarks.runners import cached_int8, cached_onnx
 from export.verify import SOD_DIR, sample_images
 from runtime import codecs
 from runtime.api import Remover, apply_cutout
@@ -40,6 +42,18 @@ from runtime.pipeline import Pipeline
 from runtime.preprocess import postprocess, resize_to_input
 
 LARGE_SIZE = (4032, 3024)  # 12.2 MP, a phone camera's frame
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What the runtime's side runs: ``file`` (the FP32 file or its INT8 form) on ``backend`` (None: default)."""
+
+    fp32: Path
+    file: Path
+    backend: str | None = None
+
+    def remover(self, **options: int) -> Remover:
+        return Remover(self.file, backend=self.backend, provider="cpu", **options)
 
 
 def make_large_photos(folder: Path, n: int) -> list[Path]:
@@ -126,9 +140,9 @@ def _opencv_codecs() -> dict:
     return saved
 
 
-def step_times(onnx: Path, photos: list[Path], work: Path, rounds: int = 2) -> dict:
+def step_times(engine: Engine, photos: list[Path], work: Path, rounds: int = 2) -> dict:
     """Median seconds per step for the runtime's codecs and for OpenCV's, interleaved photo by photo."""
-    remover = Remover(onnx, provider="cpu")
+    remover = engine.remover()
     samples: dict[str, dict[str, list[float]]] = {"runtime": {s: [] for s in STEPS}, "opencv": {s: [] for s in STEPS}}
     _one_cutout(remover, photos[0], work / "warmup.png")
     for _ in range(rounds):
@@ -146,11 +160,12 @@ def step_times(onnx: Path, photos: list[Path], work: Path, rounds: int = 2) -> d
             **{f"{which}_ms": {s: 1000 * float(np.median(v)) for s, v in steps.items()} for which, steps in samples.items()}}
 
 
-def large_photos(onnx: Path, photos: list[Path], work: Path) -> dict:
+def large_photos(engine: Engine, photos: list[Path], work: Path) -> dict:
     """Ours (with the runtime's codecs, then with OpenCV's), rembg, ours again: the two runs of ours
-    bracket rembg's, so a change in the machine's load shows as a difference between them."""
+    bracket rembg's, so a change in the machine's load shows as a difference between them. rembg runs
+    the FP32 file, whatever ours runs."""
     n, folder = len(photos), str(photos[0].parent)
-    remover = Remover(onnx, provider="cpu")
+    remover = engine.remover()
     first_s = run_ours(remover, [folder], work / "ours_large", "cutout")
     saved = _opencv_codecs()
     try:
@@ -158,7 +173,7 @@ def large_photos(onnx: Path, photos: list[Path], work: Path) -> dict:
     finally:
         for name, module in saved.items():
             setattr(codecs, name, module)
-    rembg_s = run_rembg(onnx, photos, work / "rembg_large")
+    rembg_s = run_rembg(engine.fp32, photos, work / "rembg_large")
     second_s = run_ours(remover, [folder], work / "ours_large", "cutout")
     remover.close()
     ours_s = (first_s + second_s) / 2
@@ -172,7 +187,7 @@ def large_photos(onnx: Path, photos: list[Path], work: Path) -> dict:
             "mean_alpha_difference": alpha_difference(work / "ours_large", work / "rembg_large")}
 
 
-def small_photos(onnx: Path, n: int, work: Path, batch_size: int) -> dict:
+def small_photos(engine: Engine, n: int, work: Path, batch_size: int) -> dict:
     folder = SOD_DIR / "images"
     if folder.is_dir():
         inputs = [str(p) for p in sorted(folder.glob("*.jpg"))[:n]]
@@ -184,7 +199,7 @@ def small_photos(onnx: Path, n: int, work: Path, batch_size: int) -> dict:
             path = folder / f"{i:04d}.jpg"
             cv2.imwrite(str(path), cv2.cvtColor(cv2.resize(image, (481, 321)), cv2.COLOR_RGB2BGR))
             inputs.append(str(path))
-    remover = Remover(onnx, provider="cpu", batch_size=batch_size)
+    remover = engine.remover(batch_size=batch_size)
     batch = np.stack([remover.prepare(img) for img in sample_images(remover.batch_size)[0]])
     bare = measure(lambda: remover.predict(batch), remover.batch_size, seconds=len(inputs) / 10, warmup=2)
     e2e_s = run_ours(remover, inputs, work / "ours_small", "mask")
@@ -203,17 +218,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", type=int, default=120, help="small photos for scenario 2 (default 120)")
     p.add_argument("--batch-size", type=int, default=4, help="engine batch for scenario 2 (default 4)")
     p.add_argument("--skip-rembg", action="store_true", help="skip scenario 1")
+    p.add_argument("--backend", choices=("onnxruntime", "openvino"),
+                   help="the runtime's backend (default: the runtime's own choice on this CPU)")
+    p.add_argument("--int8", action="store_true", help="run the u8/s8 INT8 file (X.int8-ort.onnx) instead of FP32")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
-    onnx = cached_onnx("u2netp", args.size, args.ckpt)
+    fp32 = cached_onnx("u2netp", args.size, args.ckpt)
+    engine = Engine(fp32, cached_int8("u2netp", args.size, args.ckpt, "ort") if args.int8 else fp32, args.backend)
     print(hardware_header())
-    print(f"Model: {onnx} (U²-NetP {args.size}×{args.size}, ONNX Runtime CPU, FP32)\n", flush=True)
+    with engine.remover() as probe:
+        print(f"Model: {probe.backend.describe()}; rembg runs {fp32.name} (FP32)\n", flush=True)
     results = []
     work = Path(tempfile.mkdtemp(prefix="u2net_pipeline_"))
     try:
         photos = make_large_photos(work / "large", args.photos) if args.photos else []
-        r = step_times(onnx, photos, work) if photos else None
+        r = step_times(engine, photos, work) if photos else None
         if r:
             results.append(r)
             print(f"0. per step, one 12 MP cutout at a time, median of {r['images']} (ms):")
@@ -228,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("error: rembg is not installed (pip install rembg, or the 'rembg' extra); "
                       "use --skip-rembg to run scenarios 0 and 2 only", file=sys.stderr)
                 return 2
-            r = large_photos(onnx, photos, work)
+            r = large_photos(engine, photos, work)
             results.append(r)
             print(f"1. {r['images']} × 12 MP JPEG, cutout: runtime {r['ours_s_per_image']:.2f} s/img "
                   f"(runs {r['ours_runs_s'][0] / r['images']:.2f} and {r['ours_runs_s'][1] / r['images']:.2f}), "
@@ -237,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"codecs; PNG {r['ours_mb_per_image']:.2f} MB (OpenCV codecs {r['opencv_codecs_mb_per_image']:.2f}) vs "
                   f"rembg {r['rembg_mb_per_image']:.2f} MB -> {r['size_ratio_vs_rembg']:.2f}× the size (goal ≤ 1.2×); "
                   f"mean alpha difference {r['mean_alpha_difference']:.4f}", flush=True)
-        r = small_photos(onnx, args.small, work, args.batch_size)
+        r = small_photos(engine, args.small, work, args.batch_size)
         results.append(r)
         print(f"2. {r['images']} small photos, mask, batch {r['batch_size']}: pipeline "
               f"{r['pipeline_images_per_s']:.2f} img/s, bare model {r['bare_model_images_per_s']:.2f} img/s -> "

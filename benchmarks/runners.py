@@ -130,16 +130,16 @@ def available_rows(variants: list[str], size: int, ckpt: Path | None, max_batch:
 
         def ort_row(provider: str, precision: str, v: str = v) -> RowSpec:
             return RowSpec(v, "onnxruntime", precision, provider, lambda: open_backend(
-                cached_onnx(v, size, ckpt, fp16=precision == "fp16"), provider=provider))
+                cached_onnx(v, size, ckpt, fp16=precision == "fp16"), backend="onnxruntime", provider=provider))
 
         if has_trt:
             rows.append(RowSpec(v, "tensorrt", "fp16", "cuda",
-                                lambda v=v: open_backend(cached_engine(v, size, ckpt, max_batch))))
+                                lambda v=v: open_backend(cached_engine(v, size, ckpt, max_batch), backend="tensorrt")))
         if ort_cuda:
             rows += [ort_row("cuda", "fp32"), ort_row("cuda", "fp16")]
         rows.append(ort_row("cpu", "fp32"))
         rows.append(RowSpec(v, "onnxruntime", "int8 (u8s8)", "cpu", lambda v=v: open_backend(
-            cached_int8(v, size, ckpt, "ort"), provider="cpu")))
+            cached_int8(v, size, ckpt, "ort"), backend="onnxruntime", provider="cpu")))
         if has_openvino:
             rows += openvino_rows(v, size, ckpt)
         if cuda:

@@ -123,7 +123,7 @@ def test_spec_round_trip_through_runner_cache(tmp_path, monkeypatch):
     assert runners.cached_onnx("u2netp", 64, None) == path and path.stat().st_mtime_ns == mtime
 
 
-def test_pipeline_small_photos_ratio_is_pipeline_over_bare_model(tmp_path, monkeypatch):
+def test_pipeline_small_photos_ratio_is_pipeline_over_bare_model(tmp_path, monkeypatch, capsys):
     import tempfile
 
     from benchmarks import pipeline
@@ -131,8 +131,11 @@ def test_pipeline_small_photos_ratio_is_pipeline_over_bare_model(tmp_path, monke
     monkeypatch.setattr(runners, "CACHE_DIR", tmp_path / "cache")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # so the check below sees its work folder
     out = tmp_path / "pipeline.json"
-    args = ["--skip-rembg", "--photos", "0", "--size", "64", "--small", "6", "--batch-size", "2", "--json", str(out)]
+    args = ["--skip-rembg", "--photos", "0", "--size", "64", "--small", "6", "--batch-size", "2", "--json", str(out),
+            "--int8", "--backend", "onnxruntime"]
     assert pipeline.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Model: ONNX Runtime" in printed and "u2netp.int8-ort.onnx: u2netp int8" in printed  # what really ran
     (row,) = json.loads(out.read_text())
     assert row["images"] == 6 and row["batch_size"] == 2
     assert row["ratio_vs_bare_model"] == pytest.approx(row["pipeline_images_per_s"] / row["bare_model_images_per_s"])
@@ -147,7 +150,8 @@ def test_pipeline_step_times_cover_every_step_for_both_codec_sets(tmp_path, monk
     monkeypatch.setattr(pipeline, "LARGE_SIZE", (400, 300))  # the same steps on a small photo
     photos = pipeline.make_large_photos(tmp_path / "photos", 1)
     fast = codecs.simplejpeg, codecs.isal_zlib, codecs.deflate
-    row = pipeline.step_times(runners.cached_onnx("u2netp", 64, None), photos, tmp_path, rounds=1)
+    onnx = runners.cached_onnx("u2netp", 64, None)
+    row = pipeline.step_times(pipeline.Engine(onnx, onnx, "onnxruntime"), photos, tmp_path, rounds=1)
     assert (codecs.simplejpeg, codecs.isal_zlib, codecs.deflate) == fast  # the libraries are put back
     for which in ("runtime_ms", "opencv_ms"):
         assert list(row[which]) == list(pipeline.STEPS) and all(ms > 0 for ms in row[which].values())
