@@ -38,8 +38,8 @@ from export.trt import (
     BuildOptions,
     Profile,
     TensorRTUnavailable,
-    asymmetric_zero_points,
     build_engine,
+    require_symmetric,
     weight_precision,
 )
 from runtime.argtypes import positive_float, positive_int
@@ -98,10 +98,9 @@ def onnx_from_checkpoint(ckpt: Path, plan: Path, *, model: str, size: int | None
     )  # fmt: skip
     for file in exported:
         print(f"wrote {file.path} ({file.precision}): {file.comparison.summary()}")
-    by_name = {f.path.name: f for f in exported}
     fp32 = exported[0]
     half = next((f for f in exported if f.precision == "fp16"), None)
-    symmetric = by_name.get(int8_export.int8_path(fp32.path, "symmetric").name)
+    symmetric = next((f for f in exported if f.path == int8_export.int8_path(fp32.path, "symmetric")), None)
     chosen = {"fp16": half, "int8": symmetric}.get(precision) or fp32
     return EngineSources(fp32.path, half.path if half else None, chosen.artifact,
                          int8=symmetric.path if symmetric else None)  # fmt: skip
@@ -135,9 +134,8 @@ def _derived_source(source: Path, model: object, artifact: Artifact, found: str,
     if found != precision:
         what = "FP16 weights" if found == "fp16" else "INT8 Q/DQ nodes"
         raise ExportError(f"{source}: has {what}; a {precision} engine needs the FP32 ONNX file")
-    if found == "int8" and asymmetric_zero_points(model):
-        raise ExportError(f"{source}: is the u8/s8 INT8 form for CPU engines; TensorRT reads the symmetric one "
-                          f"({_base_stem(source)}.int8.onnx, from python -m export.to_onnx --int8)")  # fmt: skip
+    if found == "int8":
+        require_symmetric(model, source)
     sibling = source.with_name(_base_stem(source) + ".onnx")
     if not sibling.is_file():
         raise ExportError(

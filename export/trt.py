@@ -201,16 +201,19 @@ def plan_precision(
                 f"{onnx_path}: has {described}, but a strongly typed {precision.upper()} engine "
                 f"needs an {precision.upper()} ONNX ({_SOURCE_HINTS[precision]})"
             )
-        if precision == "int8" and asymmetric_zero_points(model):
-            raise ExportError(
-                f"{onnx_path}: is the u8/s8 (asymmetric) INT8 form for CPU engines; TensorRT reads symmetric "
-                f"Q/DQ only (zero points 0): use {_symmetric_name(onnx_path)}"
-            )
+        if precision == "int8":
+            require_symmetric(model, onnx_path)
     return PrecisionPlan(precision, onnx_path, strongly_typed, fp16_flag=precision == "fp16" and not strongly_typed)
 
 
-def _symmetric_name(path: Path) -> str:
-    return path.name.replace(".int8-ort.onnx", ".int8.onnx") if ".int8-ort." in path.name else "the X.int8.onnx file"
+def require_symmetric(model: Any, path: Path) -> None:
+    """One line when a Q/DQ file is the u8/s8 CPU form: TensorRT's parser takes zero points of 0 only."""
+    if asymmetric_zero_points(model):
+        symmetric = path.name.replace(".int8-ort.onnx", ".int8.onnx") if ".int8-ort." in path.name else "X.int8.onnx"
+        raise ExportError(
+            f"{path}: is the u8/s8 (asymmetric) INT8 form for CPU engines; TensorRT reads symmetric "
+            f"Q/DQ only (zero points 0): use {symmetric} (python -m export.to_onnx --int8)"
+        )
 
 
 # -- step 3: network -------------------------------------------------------------------------
