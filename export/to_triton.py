@@ -38,7 +38,8 @@ from export.triton_config import (
 )
 from runtime import atomic
 from runtime.argtypes import positive_int
-from runtime.preprocess import METADATA_PREFIX, PreprocessSpec
+from runtime.artifact import METADATA_PREFIX, PRIMARY_OUTPUT, Artifact
+from runtime.errors import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,19 @@ class ModelFile:
     kind: str  # "onnx" | "plan"
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    metadata: dict[str, str]
+    artifact: Artifact
     dynamic_batch: bool
     profile: tuple[int, int, int] | None = None  # TensorRT (min, opt, max) batch
 
     @property
+    def metadata(self) -> dict[str, str]:
+        """The ``u2net.*`` keys as the ONNX file spells them (Triton's config parameters)."""
+        return self.artifact.to_onnx_props()
+
+    @property
     def variant(self) -> str:
-        raw = self.metadata.get(f"{METADATA_PREFIX}variant", '"u2net"')
-        try:
-            return str(json.loads(raw))
-        except ValueError:
-            return raw
+        """The default model name: a file without metadata is served as plain ``u2net``."""
+        return "u2net" if self.artifact.variant == "unknown" else self.artifact.variant
 
 
 def read_artifact(path: Path) -> ModelFile:
@@ -107,23 +110,23 @@ def _read_onnx(path: Path) -> ModelFile:
         raise ExportError(f"{path}: expected one input and at least one output; is this a U²-Net export?")
     inp, dynamic = _onnx_tensor(graph_inputs[0], path)
     outputs = tuple(_onnx_tensor(o, path)[0] for o in graph.output)
-    metadata = {p.key: p.value for p in model.metadata_props}
-    spec = PreprocessSpec.from_metadata(metadata)
+    try:
+        artifact = Artifact.from_onnx_props({p.key: p.value for p in model.metadata_props}, path)
+    except BackendError as exc:
+        raise ExportError(str(exc)) from None
+    spec = artifact.spec
     inp = replace(inp, dims=tuple(spec.size if d == -1 else d for d in inp.dims))  # dynamic H/W run at the spec size
     outputs = tuple(replace(o, dims=tuple(spec.size if d == -1 else d for d in o.dims)) for o in outputs)
-    return ModelFile(path, "onnx", (inp,), outputs, metadata, dynamic)
+    return ModelFile(path, "onnx", (inp,), outputs, artifact, dynamic)
 
 
 def _read_plan(path: Path) -> ModelFile:
-    from runtime.artifact import PRIMARY_OUTPUT
-    from runtime.backends import BackendError
     from runtime.backends.trt import read_side_file
 
     try:
         artifact = read_side_file(path)
     except BackendError as exc:
         raise ExportError(str(exc)) from None
-    metadata = artifact.to_onnx_props()
     info = dict(artifact.tensorrt or {})  # the build facts: profile, source ONNX, TensorRT version
     profile = info.get("profile") or {}
     try:
@@ -135,10 +138,10 @@ def _read_plan(path: Path) -> ModelFile:
         onnx_side = _read_onnx(source)  # the engine has the I/O of the ONNX it was built from
         inputs, outputs = onnx_side.inputs, onnx_side.outputs
     else:
-        size = PreprocessSpec.from_metadata(metadata).size
+        size = artifact.spec.size
         inputs = (TensorSpec(str(profile.get("input", "image")), "TYPE_FP32", (3, size, size)),)
         outputs = (TensorSpec(PRIMARY_OUTPUT, "TYPE_FP32", (1, size, size)),)
-    return ModelFile(path, "plan", inputs, outputs, metadata, True, (lo, opt, hi))
+    return ModelFile(path, "plan", inputs, outputs, artifact, True, (lo, opt, hi))
 
 
 def batch_limits(artifact: ModelFile, max_batch: int | None) -> tuple[int, tuple[int, ...]]:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from runtime.errors import BackendError
-from runtime.preprocess import METADATA_PREFIX, PreprocessSpec
+from runtime.preprocess import PreprocessSpec
 
+METADATA_PREFIX = "u2net."  # ONNX metadata_props keys (and Triton config parameters)
 PRIMARY_OUTPUT = "mask"
 SIDE_FORMAT = "u2net-plan/2"  # side files before this key existed hold the ONNX props under "metadata"
 # Fields of old side files that belong to the TensorRT build (everything else was duplicated metadata).
@@ -76,7 +77,7 @@ class Artifact:
     # -- ONNX metadata_props -----------------------------------------------------------------
     def to_onnx_props(self) -> dict[str, str]:
         """``u2net.<field>`` -> JSON text; the spec's fields flattened (``u2net.size``, ``u2net.mean``...)."""
-        props = self.spec.to_metadata()
+        props = {METADATA_PREFIX + key: json.dumps(value) for key, value in self.spec.to_dict().items()}
         for key, value in self.to_dict().items():
             if key not in ("spec", "tensorrt") and value is not None:
                 props[METADATA_PREFIX + key] = json.dumps(value)
@@ -168,4 +169,4 @@ def _checked(values: dict[str, Any], where: str | os.PathLike) -> Artifact:
     return Artifact(**values)
 
 
-__all__ = ["PRIMARY_OUTPUT", "Artifact", "BackendError"]
+__all__ = ["METADATA_PREFIX", "PRIMARY_OUTPUT", "Artifact", "BackendError"]

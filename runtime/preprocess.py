@@ -10,7 +10,6 @@ Output: fused probability map -> min-max normalised per image -> resized back (b
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -21,7 +20,6 @@ import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-METADATA_PREFIX = "u2net."
 
 
 @dataclass(frozen=True)
@@ -64,24 +62,6 @@ class PreprocessSpec:
                 raise ValueError(f"divide_by_max is {data['divide_by_max']!r}, expected true or false")
             values["divide_by_max"] = data["divide_by_max"]
         return cls(**values)
-
-    def to_metadata(self) -> dict[str, str]:
-        """String key/values for ONNX ``metadata_props`` (``u2net.size``...)."""
-        return {f"{METADATA_PREFIX}{k}": json.dumps(v) for k, v in self.to_dict().items()}
-
-    @classmethod
-    def from_metadata(cls, props: Mapping[str, str]) -> PreprocessSpec:
-        """Inverse of ``to_metadata``; keys that are absent keep their defaults. ValueError when a
-        value is not JSON or not what it should be."""
-        values = {}
-        for name in cls.__dataclass_fields__:
-            raw = props.get(f"{METADATA_PREFIX}{name}")
-            if raw is not None:
-                try:
-                    values[name] = json.loads(raw)
-                except ValueError:
-                    raise ValueError(f"{METADATA_PREFIX}{name} is not valid JSON: {raw[:60]!r}") from None
-        return cls.from_dict(values)
 
 
 def to_rgb8(image: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.artifact import METADATA_PREFIX
 from runtime.backends.base import Backend, BackendError
-from runtime.preprocess import METADATA_PREFIX
 
 log = logging.getLogger(__name__)
 

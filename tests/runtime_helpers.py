@@ -45,9 +45,9 @@ def make_tiny_onnx(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tests")
     model.ir_version = 8
-    props = PreprocessSpec(size=size).to_metadata()
-    props.update({"u2net.variant": json.dumps("tiny"), "u2net.precision": json.dumps("fp32")})
-    for key, value in props.items():
+    # Only the first contract's keys (the spec, variant, precision), as the earliest exports wrote them.
+    first_keys = {**PreprocessSpec(size=size).to_dict(), "variant": "tiny", "precision": "fp32"}
+    for key, value in {f"u2net.{k}": json.dumps(v) for k, v in first_keys.items()}.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
     onnx.save(model, path)

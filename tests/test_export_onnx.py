@@ -23,6 +23,7 @@ from export import to_onnx
 from export.errors import ExportError
 from export.onnx import MAX_OPSET, MIN_OPSET, SIDE_NAMES, project_version
 from export.verify import TOLERANCES, ParityCheck, Tolerance, sample_images
+from runtime.artifact import Artifact
 from runtime.backends.onnxrt import OnnxRuntimeBackend
 from runtime.preprocess import PreprocessSpec
 from train.checkpoint import save_checkpoint
@@ -115,7 +116,7 @@ def test_metadata_keys_and_round_trip(random_u2netp):
         assert json.loads(props["u2net.precision"]) == precision
         assert json.loads(props["u2net.version"]) == project_version()
         assert json.loads(props["u2net.source_sha256"]) == sha
-        assert PreprocessSpec.from_metadata(props) == PreprocessSpec(size=TEST_SIZE)
+        assert Artifact.from_onnx_props(props).spec == PreprocessSpec(size=TEST_SIZE)
         # The runtime needs no flags: its backend reads the same spec back.
         assert OnnxRuntimeBackend(path, provider="cpu").spec == PreprocessSpec(size=TEST_SIZE)
         # An IR version every supported onnxruntime accepts, and a model the checker passes.

@@ -15,7 +15,7 @@ from export.to_onnx import main as to_onnx_main
 from export.to_onnx import run_export
 from runtime.artifact import Artifact
 from runtime.onnx_props import OnnxPropsError, read_onnx_props
-from runtime.preprocess import PreprocessSpec, preprocess
+from runtime.preprocess import preprocess
 from train.synthetic import make_sample
 
 
@@ -86,12 +86,12 @@ def test_metadata_round_trip(int8_files):
         artifact = Artifact.from_onnx_props(props, path)
         assert artifact.precision == "int8" and artifact.int8 == int8
         assert artifact == int8_files[name].artifact
-        assert PreprocessSpec.from_metadata(props) == PreprocessSpec.from_metadata(read_onnx_props(
-            int8_files["u2netp.onnx"].path))
+        assert Artifact.from_onnx_props(props).spec == Artifact.from_onnx_props(read_onnx_props(
+            int8_files["u2netp.onnx"].path)).spec
 
 
 def test_runs_in_onnx_runtime_close_to_fp32(int8_files):
-    spec = PreprocessSpec.from_metadata(read_onnx_props(int8_files["u2netp.onnx"].path))
+    spec = Artifact.from_onnx_props(read_onnx_props(int8_files["u2netp.onnx"].path)).spec
     batch = preprocess([make_sample(seed, size=80)[0] for seed in (11, 12)], spec)
     reference = _ort_run(int8_files["u2netp.onnx"].path, batch)
     for name in ("u2netp.int8.onnx", "u2netp.int8-ort.onnx"):
@@ -142,7 +142,7 @@ def test_runs_in_openvino_like_onnx_runtime(int8_files):
     pytest.importorskip("openvino")
     from runtime.backends import open_backend
 
-    spec = PreprocessSpec.from_metadata(read_onnx_props(int8_files["u2netp.onnx"].path))
+    spec = Artifact.from_onnx_props(read_onnx_props(int8_files["u2netp.onnx"].path)).spec
     batch = preprocess([make_sample(seed, size=80)[0] for seed in (11, 12)], spec)
     path = int8_files["u2netp.int8-ort.onnx"].path
     with open_backend(path, backend="openvino") as backend:

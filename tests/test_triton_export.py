@@ -11,7 +11,7 @@ from fake_tensorrt import install_tensorrt
 from export.to_triton import main
 from export.triton_config import ConfigError, TensorSpec, TritonModel, config_parameters, parse_config, render_config
 from export.trt import BuildOptions, Profile, build_engine
-from runtime.preprocess import PreprocessSpec
+from runtime.artifact import Artifact
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient not installed (pip install '.[triton]')")
 
@@ -33,7 +33,7 @@ def test_onnx_repository_has_io_batching_instances_and_spec(tmp_path, random_u2n
     assert inp.data_type == out.data_type == 11  # TYPE_FP32 (the project's FP16 files keep FP32 I/O)
     assert config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds == 1000
     assert [(g.count, g.kind) for g in config.instance_group] == [(2, 2)]  # KIND_CPU
-    spec = PreprocessSpec.from_metadata(config_parameters(config))
+    spec = Artifact.from_onnx_props(config_parameters(config)).spec
     assert spec.size == 64 and spec.divide_by_max
     assert json.loads(config_parameters(config)["u2net.variant"]) == "u2netp"
 

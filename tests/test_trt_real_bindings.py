@@ -171,6 +171,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from fake_tensorrt import FakeCudaRuntime, FakeGpu
+from runtime.artifact import Artifact
 from runtime.preprocess import PreprocessSpec
 
 out = Path(OUT)
@@ -188,7 +189,7 @@ graph = helper.make_graph(
     [helper.make_tensor("w", TensorProto.FLOAT, [], [1.0])])
 onnx.save(helper.make_model(graph), out / "tiny.onnx")
 (out / "e.plan").write_bytes(b"not an engine either")
-(out / "e.plan.json").write_text(json.dumps({"metadata": PreprocessSpec(size=64).to_metadata()}))
+(out / "e.plan.json").write_text(json.dumps({"metadata": Artifact(spec=PreprocessSpec(size=64)).to_onnx_props()}))
 results = {}
 for driver, runtime in SCENARIOS:  # what cudaDriverGetVersion / cuda-python's cudaRuntimeGetVersion say
     cuda.bindings.runtime = FakeCudaRuntime([FakeGpu("NVIDIA L4", 8, 9)], driver_cuda=driver, runtime_cuda=runtime)

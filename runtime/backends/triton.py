@@ -24,9 +24,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from runtime.artifact import Artifact
+from runtime.artifact import METADATA_PREFIX, Artifact
 from runtime.backends.base import Backend, BackendError
-from runtime.preprocess import METADATA_PREFIX
 
 log = logging.getLogger(__name__)
 
