@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,22 +72,21 @@ class _Finder:
         seen.add(key)
         return True
 
-    def _entries(self, folder: Path) -> list[os.DirEntry] | Problem:
+    def _entries(self, folder: Path) -> Generator[Problem, None, list[os.DirEntry]]:
+        """``entries = yield from self._entries(folder)``: the visible entries sorted by name, or, when
+        the folder cannot be listed, one Problem yielded to the caller's consumer and no entries."""
         try:
             with os.scandir(folder) as it:
                 return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError as exc:
-            return Problem(str(folder), f"cannot list this folder: {_reason(exc)}; its files are not processed")
+            yield Problem(str(folder), f"cannot list this folder: {_reason(exc)}; its files are not processed")
+            return []
 
     def walk(self, top: Path, base: Path, *, top_level: bool = True) -> Iterator[_Found | Problem]:
         """Image files below ``top`` (hidden entries skipped), with paths relative to ``base``."""
         if not self._first_visit(top, self.walked, top=top_level):
             return
-        entries = self._entries(top)
-        if isinstance(entries, Problem):
-            yield entries
-            return
-        for entry in entries:
+        for entry in (yield from self._entries(top)):
             path = Path(top, entry.name)
             if _is_dir(entry):
                 yield from self.walk(path, base, top_level=False)
@@ -126,10 +125,7 @@ class _Finder:
                 else:
                     yield from self._match(sub, rest, set())
         elif _GLOB_CHARS & set(head):
-            entries = self._entries(folder) if folder.is_dir() else []
-            if isinstance(entries, Problem):
-                yield entries
-                return
+            entries = (yield from self._entries(folder)) if folder.is_dir() else []
             for entry in entries:
                 if fnmatch.fnmatchcase(entry.name, head) and (not rest or _is_dir(entry)):
                     yield from self._match(Path(folder, entry.name), rest, seen)
@@ -138,11 +134,7 @@ class _Finder:
 
     def _subfolders(self, folder: Path, seen: set[tuple[int, int]]) -> Iterator[Path | Problem]:
         """Every folder below ``folder``, symlinked ones included, each real folder once (loops end)."""
-        entries = self._entries(folder)
-        if isinstance(entries, Problem):
-            yield entries
-            return
-        for entry in entries:
+        for entry in (yield from self._entries(folder)):
             sub = Path(folder, entry.name)
             if _is_dir(entry) and self._first_visit(sub, seen):
                 yield sub
