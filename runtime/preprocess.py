@@ -129,15 +129,24 @@ def resize_to_input(image: np.ndarray, size: int) -> np.ndarray:
 
 def normalize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     """HWC RGB (uint8 or float) -> CHW float32: ÷ image max (or 255), then mean/std."""
-    x = image.astype(np.float32)
-    if spec.divide_by_max:
-        peak = float(x.max())
-        x /= peak if peak > 0 else 1.0  # an all-black image stays zero instead of dividing by 0
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        # A uint8 pixel has 256 possible values: apply the same float32 steps to those (a 256 x 3
+        # table) and look every pixel up in one pass. Bit-identical to the arithmetic below, ~3x faster.
+        peak = float(image.max()) if spec.divide_by_max else 255.0
+        table = _normalized(np.repeat(np.arange(256, dtype=np.float32)[:, None], 3, axis=1), peak, spec)
+        x = cv2.LUT(image, table.reshape(1, 256, 3))
     else:
-        x /= 255.0
+        x = image.astype(np.float32)
+        x = _normalized(x, float(x.max()) if spec.divide_by_max else 255.0, spec)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def _normalized(x: np.ndarray, peak: float, spec: PreprocessSpec) -> np.ndarray:
+    """float32 HWC (or value x channel) -> ÷ peak, - mean, ÷ std, in place and in this order."""
+    x /= peak if peak > 0 else 1.0  # an all-black image stays zero instead of dividing by 0
     x -= np.asarray(spec.mean, np.float32)
     x /= np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    return x
 
 
 def prepare_input(image: np.ndarray, spec: PreprocessSpec, *, bgr: bool = False) -> np.ndarray:

@@ -12,7 +12,7 @@ from runtime_helpers import TINY_SIZE, encoded, make_tiny_onnx, save, scene
 
 from runtime.api import Remover, apply_composite, apply_cutout, fit_background, parse_color
 from runtime.backends import BackendError
-from runtime.preprocess import PreprocessSpec, postprocess, preprocess
+from runtime.preprocess import PreprocessSpec, normalize, postprocess, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,21 @@ def tiny(tmp_path_factory):
 def remover(tiny):
     with Remover(tiny, provider="cpu", threads=1) as r:
         yield r
+
+
+@pytest.mark.parametrize("spec", [PreprocessSpec(), PreprocessSpec(divide_by_max=False),
+                                  PreprocessSpec(mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25))])
+@pytest.mark.parametrize("top", [256, 37, 1])  # full range, a dark image, an all-black one
+def test_normalize_of_uint8_is_the_float_arithmetic_bit_for_bit(spec, top):
+    """The 256-entry table normalize uses for uint8 images gives exactly the official steps' numbers."""
+    image = np.random.default_rng(top).integers(0, top, (33, 47, 3), dtype=np.uint8)
+    x = image.astype(np.float32)
+    x /= (float(x.max()) or 1.0) if spec.divide_by_max else 255.0
+    x = ((x - np.float32(spec.mean)) / np.float32(spec.std)).transpose(2, 0, 1)
+    out = normalize(image, spec)
+    assert out.dtype == np.float32 and out.shape == (3, 33, 47) and out.flags.c_contiguous
+    assert np.array_equal(out, x)
+    assert np.array_equal(normalize(image.astype(np.float32), spec), x)  # the float path: same numbers
 
 
 def test_mask_finds_the_bright_object(remover):
