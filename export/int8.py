@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 FORMS = ("symmetric", "ort")
 METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_METHOD = "percentile"
-DEFAULT_PERCENTILE = 99.999
+DEFAULT_PERCENTILE = 99.9  # measured: 99.999 left the symmetric U²-Net file 4x further from FP32 (README)
 DEFAULT_CALIB_COUNT = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Kept in FP32: the 1x1 fusion of the six side maps and the sigmoid after it. The side logits span a
