@@ -4,8 +4,9 @@
     python -m benchmarks.codecs --photos 5 --rounds 5 --json codecs.json
 
 Photos: SOD photos (or synthetic scenes) upscaled to 4032x3024 with a little sensor-like noise, JPEG
-quality 92, kept in memory. Cutouts: the decoded photo with an alpha channel, cleared where alpha is 0
-(as the runtime writes them), for two kinds of mask: "object" (the SOD ground truth with soft edges,
+quality 92, kept in memory. Cutouts: the decoded photo with an alpha channel, with "visible" colours (what the
+runtime writes by default: each colour to the precision its alpha shows) and "exact" ones (only
+cleared where alpha is 0), for two kinds of mask: "object" (the SOD ground truth with soft edges,
 what a trained model gives) and "soft" (a low-resolution map over the whole frame, what an untrained
 model gives: almost no pixel is fully transparent, so the files are far larger). Every encoder's output
 is decoded again and compared with its input. An ``fpng`` row is added when that package is installed
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import sys
 import time
@@ -55,10 +57,10 @@ def make_photos(n: int) -> list[tuple[bytes, np.ndarray]]:
     return pairs
 
 
-def cutout(bgr: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def cutout(bgr: np.ndarray, alpha: np.ndarray, colours: str) -> np.ndarray:
     from runtime.api import apply_cutout
 
-    return apply_cutout(bgr, alpha, clear_hidden=True)
+    return apply_cutout(bgr, alpha, colours=colours)
 
 
 def soft_alpha(bgr: np.ndarray) -> np.ndarray:
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--no-pillow", action="store_true", help="skip Pillow's PNG encoder (slow)")
+    p.add_argument("--colours", nargs="+", choices=("visible", "exact"), default=["visible", "exact"],
+                   help="cutout colours to encode (runtime.api.apply_cutout; default: both)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     print(hardware_header(), flush=True)
@@ -169,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"  {r['name']:45s} {r['ms']:7.1f} ms  {r['time_ratio']:.2f}x")
     decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j, _ in pairs]
-    for kind, alphas in (("object", [m for _, m in pairs]), ("soft", [soft_alpha(d) for d in decoded])):
-        rows = bench_encode([cutout(d, a) for d, a in zip(decoded, alphas, strict=True)], args.rounds, not args.no_pillow)
-        print(f"\nRGBA cutout encode, '{kind}' masks:")
+    masks = (("object", [m for _, m in pairs]), ("soft", [soft_alpha(d) for d in decoded]))
+    for (kind, alphas), colours in itertools.product(masks, args.colours):
+        images = [cutout(d, a, colours) for d, a in zip(decoded, alphas, strict=True)]
+        rows = bench_encode(images, args.rounds, not args.no_pillow)
+        print(f"\nRGBA cutout encode, '{kind}' masks, {colours} colours:")
         for r in rows:
-            r["masks"] = kind
+            r["masks"], r["colours"] = kind, colours
             print(f"  {r['name']:45s} {r['ms']:7.1f} ms  {r['time_ratio']:.2f}x  {r['mb']:6.2f} MB  {r['size_ratio']:.3f}x")
         results += rows
     if args.json:

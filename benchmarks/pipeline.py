@@ -123,9 +123,10 @@ def _one_cutout(remover: Remover, photo: Path, target: Path) -> dict[str, float]
     lap("preprocess")
     probability = remover.predict(model_input[None])[0]
     lap("inference")
-    rgba = apply_cutout(image, postprocess(probability, shape), clear_hidden=True)
+    options = EncodeOptions()
+    rgba = apply_cutout(image, postprocess(probability, shape), colours=options.colours)
     lap("postprocess")
-    data = encode_image(rgba, EncodeOptions())
+    data = encode_image(rgba, options)
     lap("encode")
     write_atomic(target, data)
     lap("write")

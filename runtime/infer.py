@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "smaller and slower; see the README's codec table (default: %(default)s)")
     p.add_argument("--quality", type=int_in_range(1, 100), default=EncodeOptions.quality, metavar="1-100",
                    help="WebP quality; 100 = lossless (default: %(default)s)")
+    p.add_argument("--colours", choices=("visible", "exact"), default=EncodeOptions.colours,
+                   help="cutout colours under a semi-transparent alpha: visible keeps what a viewer can see "
+                   "(composites within one level of exact, files much smaller where the mask is faint); exact "
+                   "keeps every bit (default: %(default)s)")
     add_backend_arguments(p)
     p.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="images per engine call, capped by the engine's profile (default: the TensorRT profile's "
@@ -119,7 +123,8 @@ def _run(args: argparse.Namespace, background: Background) -> int:
                 args.output,
                 mode=args.mode,
                 background=background,
-                encode=EncodeOptions(format=args.format, png_level=args.png_level, quality=args.quality),
+                encode=EncodeOptions(format=args.format, png_level=args.png_level, quality=args.quality,
+                                     colours=args.colours),
                 skip_existing=args.skip_existing,
                 io_threads=args.io_threads,
                 progress=not (args.no_progress or args.quiet),

@@ -459,11 +459,16 @@ class EncodeOptions:
     PNG: ``png_level`` 0-12 (``runtime.codecs.encode_png``): 1, the default, is ISA-L's fastest level
     with the 'up' row filter; 2-12 are libdeflate's, smaller and slower (README, "Codecs", has the
     measured table). rembg writes with Pillow's defaults: several times slower, and larger.
+
+    ``colours`` (cutouts, ``runtime.api.apply_cutout``): "visible", the default, stores each colour
+    to the precision its alpha shows (composites within one level of the photo's colours, files
+    about half the size where the mask is faint); "exact" stores every visible colour as it is.
     """
 
     format: str = "png"
     png_level: int = 1
     quality: int = 90  # WebP only; 100 = lossless
+    colours: str = "visible"
 
     @property
     def suffix(self) -> str:

@@ -125,7 +125,7 @@ class Pipeline:
         if self.mode == "mask":
             out = mask
         elif self.mode == "cutout":
-            out = apply_cutout(loaded.image, mask, clear_hidden=True)
+            out = apply_cutout(loaded.image, mask, colours=self.encode.colours)
         else:
             background = self._bg_color if self._bg_image is None else self._fitted_background(loaded.shape)
             out = apply_composite(loaded.image, mask, background)

@@ -52,7 +52,7 @@ class ImageService:
             return encode_image(mask, options)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # encode_image takes OpenCV's channel order
         if mode == "cutout":
-            return encode_image(apply_cutout(bgr, mask, clear_hidden=True), options)
+            return encode_image(apply_cutout(bgr, mask, colours=options.colours), options)
         r, g, b = parse_color(background)
         return encode_image(apply_composite(bgr, mask, (b, g, r)), options)
 

@@ -162,12 +162,39 @@ def test_helpers_on_bgr_order():
     mask = np.zeros(bgr.shape[:2], np.uint8)
     mask[:10] = 255
     mask[10:20] = 128
-    rgba = apply_cutout(bgr, mask, clear_hidden=True)
+    rgba = apply_cutout(bgr, mask, colours="exact")
     np.testing.assert_array_equal(rgba[:20, :, :3], bgr[:20])
     assert rgba[20:].max() == 0  # invisible pixels stored as (0, 0, 0, 0)
     over = apply_composite(bgr, mask, (1, 2, 3))
     np.testing.assert_array_equal(over[:10], bgr[:10])
     assert (over[20:] == (1, 2, 3)).all()
+
+
+def _over(rgba: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """What a viewer shows: straight-alpha ``rgba`` over ``background``, before rounding."""
+    alpha = rgba[..., 3:].astype(np.float64) / 255
+    return rgba[..., :3] * alpha + background * (1 - alpha)
+
+
+def test_visible_colours_composite_within_one_level_of_the_exact_ones():
+    rng = np.random.default_rng(3)
+    colour = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    mask = np.tile(np.arange(256, dtype=np.uint8), (256, 1))  # every alpha, every colour per alpha
+    exact = apply_cutout(colour, mask, colours="exact")
+    visible = apply_cutout(colour, mask, colours="visible")
+    np.testing.assert_array_equal(visible[..., 3], mask)  # the alpha is never touched
+    np.testing.assert_array_equal(visible[:, 255, :3], colour[:, 255])  # opaque pixels keep every bit
+    assert visible[:, 0].max() == 0  # fully transparent ones keep none
+    for background in (np.zeros(3), np.full(3, 255.0), rng.integers(0, 256, (256, 256, 3)).astype(np.float64)):
+        assert np.abs(_over(visible, background) - _over(exact, background)).max() < 0.89
+    # Fewer distinct colours where alpha is low is what makes the files smaller.
+    assert len(np.unique(visible[:, 1, :3])) == 2 and len(np.unique(visible[:, 3, :3])) == 4
+    np.testing.assert_array_equal(visible[:, 128:, :3], colour[:, 128:])  # alpha >= 128: all 8 bits show
+
+
+def test_apply_cutout_names_the_colour_choices():
+    with pytest.raises(ValueError, match="original, exact, visible"):
+        apply_cutout(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8), colours="premultiplied")
 
 
 def test_exported_u2netp_matches_pytorch(random_u2netp):

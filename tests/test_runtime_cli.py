@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from runtime_helpers import make_tiny_onnx, save, scene
 
-from runtime.api import Remover
+from runtime.api import Remover, apply_cutout
 from runtime.infer import main
 from runtime.pipeline import Pipeline
 
@@ -69,9 +69,9 @@ def test_each_mode(tmp_path, capsys, caplog, tiny, api):
     rgba = read(tmp_path / "c" / "photo.png")
     assert code == 0 and rgba.shape == (48, 72, 4) and rgba.dtype == np.uint8
     np.testing.assert_array_equal(rgba[..., 3], mask)  # straight alpha = mask
-    visible = mask > 0
-    np.testing.assert_array_equal(rgba[visible][:, :3], rgb[visible])  # original colours, not premultiplied
-    assert rgba[~visible].max(initial=0) == 0  # invisible pixels are stored as zeros
+    # Straight (not premultiplied) colours, to the precision the alpha shows (--colours visible).
+    np.testing.assert_array_equal(rgba, apply_cutout(rgb, mask, colours="visible"))
+    assert rgba[mask == 0].max(initial=0) == 0  # invisible pixels are stored as zeros
 
     code, _ = run(capsys, "--engine", tiny, src, "-o", tmp_path / "k", "--mode", "composite", "--bg", "0,0,255")
     over = read(tmp_path / "k" / "photo.png")
@@ -358,6 +358,11 @@ def test_cli_and_api_give_identical_results_on_a_large_jpeg(tmp_path, capsys, ra
     assert np.array_equal(read(tmp_path / "m" / "large.png"), api_mask)
     cli_cutout = read(tmp_path / "c" / "large.png")
     assert np.array_equal(cli_cutout[..., 3], api_cutout[..., 3])
-    shown = cli_cutout[..., 3] > 0  # the CLI clears the colour of fully transparent pixels
-    assert np.array_equal(cli_cutout[shown], api_cutout[shown])
+    # The file stores the API's colours to the precision their alpha shows (--colours visible).
+    assert np.array_equal(cli_cutout, apply_cutout(api_cutout[..., :3], api_cutout[..., 3], colours="visible"))
+    code, _ = run(capsys, "--engine", engine, src, "-o", tmp_path / "x", "--colours", "exact")
+    assert code == 0
+    exact = read(tmp_path / "x" / "large.png")
+    shown = exact[..., 3] > 0  # --colours exact: only fully transparent pixels lose their colour
+    assert np.array_equal(exact[shown], api_cutout[shown]) and exact[~shown].max(initial=0) == 0
     assert api_mask.std() > 0  # a real, non-constant mask
