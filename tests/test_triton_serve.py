@@ -195,7 +195,8 @@ def test_image_endpoint_returns_png_masks_and_cutouts(server, engine):
     assert code == 200 and bgra.shape == (*rgb.shape[:2], 4)
     np.testing.assert_array_equal(bgra[:, :, 3], mask)
     # The colours the CLI writes: the photo's, to the precision the (served) alpha shows.
-    np.testing.assert_array_equal(bgra[:, :, 2::-1], apply_cutout(expected_rgba[:, :, :3], mask, colours="visible"))
+    rgba = bgra[:, :, [2, 1, 0, 3]]
+    np.testing.assert_array_equal(rgba, apply_cutout(expected_rgba[:, :, :3], mask, colours="visible"))
     code, body, _ = _post(server.image_url("/v1/composite?bg=%2300ff00"), encoded(rgb))
     assert code == 200 and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED).shape == rgb.shape
 
