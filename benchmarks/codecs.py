@@ -91,7 +91,7 @@ def encoders(with_pillow: bool) -> dict[str, tuple[Callable[[np.ndarray], bytes]
         "OpenCV PNG level 1, up, RLE strategy": (_opencv_png(1, cv2.IMWRITE_PNG_STRATEGY_RLE), True),
         "OpenCV PNG level 6, up": (_opencv_png(6), True),
     }
-    for level in (1, 2, 3, 4, 6, 9, 12):
+    for level in (0, 1, 2, 3, 4, 6, 9, 12):
         rows[f"runtime PNG --png-level {level}"] = ((lambda lv: lambda im: codecs.encode_png(im, lv))(level), True)
     rows["OpenCV WebP lossless (--quality 100)"] = (lambda im: cv2.imencode(".webp", im, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes(), True)
     rows["OpenCV WebP lossy --quality 90"] = (lambda im: cv2.imencode(".webp", im, [cv2.IMWRITE_WEBP_QUALITY, 90])[1].tobytes(), False)
