@@ -38,6 +38,7 @@ from benchmarks.runners import cached_int8, cached_onnx
 from export.verify import SOD_DIR, sample_images
 from runtime import codecs
 from runtime.api import Remover, apply_cutout
+from runtime.argtypes import positive_int
 from runtime.io import EncodeOptions, encode_image, read_image, write_atomic
 from runtime.pipeline import Pipeline
 from runtime.preprocess import postprocess, resize_to_input
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=int, default=6, help="12 MP photos for scenarios 0 and 1; 0 skips both (default 6)")
     p.add_argument("--small", type=int, default=120, help="small photos for scenario 2 (default 120)")
     p.add_argument("--batch-size", type=int, default=4, help="engine batch for scenario 2 (default 4)")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--rounds", type=positive_int, default=3,
                    help="scenario 2's alternations of bare model and pipeline; the median is reported (default 3)")
     p.add_argument("--skip-rembg", action="store_true", help="skip scenario 1")
     p.add_argument("--backend", choices=("onnxruntime", "openvino"),

@@ -10,8 +10,8 @@ it replaces, and OpenCV remains the fallback wherever a library is missing or de
   that libjpeg only warns about) return None and go to OpenCV, which decides and words the error.
 - ``encode_png``: rows with PNG's "up" filter (numpy), deflated by libdeflate at levels 1-12 (smaller
   than zlib at the same level, and faster; level 1, the default, is about 7 % smaller than ISA-L's
-  fastest for twice its time) or, at level 0, by ISA-L's level 1 (the fastest writer, 3-4x faster
-  than zlib level 1); the chunks and CRCs are written here. Any PNG decoder reads the result.
+  fastest for twice its time) or, at level 0, by ISA-L's level 1 (the fastest writer, about 4x faster
+  than OpenCV's zlib level 1); the chunks and CRCs are written here. Any PNG decoder reads the result.
 
 All three libraries release the GIL, so decoding and encoding still overlap with inference.
 """

@@ -319,8 +319,9 @@ def jpeg_end(data: bytes | memoryview) -> int | None:
     """Offset just past the JPEG's end-of-image marker, or None when the image data stops short.
 
     Walks the segments and scans (progressive files have many) the way a decoder does, so the
-    bytes after the real end marker are never looked at: a motion photo's video, a trailing
-    thumbnail or padding are all accepted, and a file cut inside its image data is not.
+    bytes after the real end marker are never interpreted (one vectorised pass lists candidate
+    markers over the whole file): a motion photo's video, a trailing thumbnail or padding are all
+    accepted, and a file cut inside its image data is not.
     """
     pos, size = 2, len(data)
     markers = None  # found once, at the first scan
