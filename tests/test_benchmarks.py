@@ -142,7 +142,21 @@ def test_pipeline_small_photos_ratio_is_pipeline_over_bare_model(tmp_path, monke
     for r in row["rounds"]:  # each round: the pipeline over the bare model, measured back to back
         assert r["ratio_vs_bare_model"] == pytest.approx(r["pipeline_images_per_s"] / r["bare_model_images_per_s"])
     assert row["ratio_vs_bare_model"] == pytest.approx(np.median([r["ratio_vs_bare_model"] for r in row["rounds"]]))
+    for r in row["rounds"]:  # the work outside the model, and the best ratio it leaves room for
+        assert r["pipeline_cpu_ms_per_image"] > 0 and 0 < r["bare_model_cores_busy"] <= row["cores"] + 0.5
+        assert r["ceiling_vs_bare_model"] == pytest.approx(pipeline.ceiling(
+            r["bare_model_images_per_s"], r["bare_model_cores_busy"], r["pipeline_cpu_ms_per_image"], row["cores"]))
+    assert "best ratio this machine allows" in printed
     assert (tmp_path / "cache").is_dir() and not list(tmp_path.glob("u2net_pipeline_*"))  # work folder removed
+
+
+def test_pipeline_ceiling_counts_the_cores_the_model_leaves_idle():
+    from benchmarks.pipeline import ceiling
+
+    # 100 ms per image on both of 2 cores, plus 10 ms of pipeline work: (200 + 10) / 2 = 105 ms.
+    assert ceiling(10.0, 2.0, 10.0, 2) == pytest.approx(100 / 105)
+    assert ceiling(10.0, 1.0, 10.0, 2) == 1.0  # a model on one core leaves the other for the pipeline
+    assert ceiling(10.0, 1.0, 250.0, 2) == pytest.approx(100 / 175)  # unless the pipeline needs more than that
 
 
 def test_pipeline_step_times_cover_every_step_for_both_codec_sets(tmp_path, monkeypatch):
