@@ -16,6 +16,9 @@
    spends per image outside the model (its answers replayed), the cores the bare model keeps busy, and
    the best ratio those two allow on this machine (``ceiling``), to tell lost scheduling from real work.
 
+Like ``runtime.infer``, the benchmark keeps freed memory for reuse (``runtime.allocator``; rembg shares
+the process, so it gets the same) unless ``--release-memory``.
+
 The 12 MP inputs are made from the SOD photos (or synthetic images) upscaled with a little sensor-like
 noise, and written as JPEG quality 92, in a temporary folder that is removed afterwards.
 """
@@ -39,7 +42,7 @@ import numpy as np
 from benchmarks.common import hardware_header, measure
 from benchmarks.runners import cached_int8, cached_onnx
 from export.verify import SOD_DIR, sample_images
-from runtime import codecs
+from runtime import allocator, codecs
 from runtime.api import Remover, apply_cutout
 from runtime.argtypes import positive_int
 from runtime.io import EncodeOptions, encode_image, read_image, write_atomic
@@ -280,12 +283,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=("onnxruntime", "openvino"),
                    help="the runtime's backend (default: the runtime's own choice on this CPU)")
     p.add_argument("--int8", action="store_true", help="run the u8/s8 INT8 file (X.int8-ort.onnx) instead of FP32")
+    p.add_argument("--release-memory", action="store_true",
+                   help="leave malloc at the C library's default, as runtime.infer --release-memory does")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
+    # As the CLI does; rembg runs in this process too, so both sides get the same allocator.
+    kept = not args.release_memory and allocator.keep_freed_memory()
 
     fp32 = cached_onnx("u2netp", args.size, args.ckpt)
     engine = Engine(fp32, cached_int8("u2netp", args.size, args.ckpt, "ort") if args.int8 else fp32, args.backend)
     print(hardware_header())
+    print("Allocator: " + ("freed memory kept for reuse, as runtime.infer does (rembg shares this process)" if kept
+                           else "the C library's default (memory handed back on free)"))
     with engine.remover() as probe:
         print(f"Model: {probe.backend.describe()}; rembg runs {fp32.name} (FP32)\n", flush=True)
     results = []

@@ -14,13 +14,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from runtime import atomic
+from runtime import allocator, atomic
 from runtime.api import COLOR_NAMES, Background, Remover, resolve_background
 from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError, add_backend_arguments
 from runtime.io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, EncodeOptions, ImageError
 from runtime.logs import setup_logging
-from runtime.pipeline import MODES, Pipeline
+from runtime.pipeline import IO_THREADS, MODES, Pipeline
 from runtime.quiet import library_lines_filtered
 from runtime.shard import Shard
 from runtime.signals import interrupted, sigterm_as_interrupt
@@ -64,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "optimum; 8 with CUDA; 1 on a CPU, where batching does not speed up inference)")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="inference threads of ONNX Runtime or OpenVINO (default: one per core)")
-    p.add_argument("--io-threads", type=positive_int, default=2, metavar="N",
+    p.add_argument("--io-threads", type=positive_int, default=IO_THREADS, metavar="N",
                    help="threads decoding, resizing and encoding images alongside inference (default: 2)")
     p.add_argument("--shard", type=Shard.parse, metavar="K/N",
                    help="process only shard K of N (1 <= K <= N), split by relative path: N jobs with the same "
                    "arguments (a Kubernetes indexed Job, a Slurm array) cover every input exactly once")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file already exists")
+    p.add_argument("--release-memory", action="store_true",
+                   help="hand freed memory back to the system after each image (the C library's default) instead of "
+                   "keeping it for the next one: a smaller footprint, slower on large photos")
     p.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse larger images, checked from the file header before decoding "
                    "(decompression bombs); e.g. 100M or 1e8 (default: 100M)")
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
     background = _background(args, parser)
+    if not args.release_memory and allocator.keep_freed_memory():
+        log.debug("malloc keeps freed memory for reuse (--release-memory to hand it back)")
     with sigterm_as_interrupt(), library_lines_filtered():
         try:
             return _run(args, background)

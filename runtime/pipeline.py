@@ -39,6 +39,7 @@ from runtime.shard import Shard
 log = logging.getLogger(__name__)
 
 MODES = ("mask", "cutout", "composite")
+IO_THREADS = 2  # decode/encode threads beside the engine's (the CLI's --io-threads default)
 
 __all__ = ["MODES", "Job", "Pipeline", "Problem", "Summary", "plan_jobs"]
 
@@ -78,7 +79,7 @@ class Pipeline:
         background: Sequence[int] | str | os.PathLike = (255, 255, 255),
         encode: EncodeOptions | None = None,
         skip_existing: bool = False,
-        io_threads: int = 2,
+        io_threads: int = IO_THREADS,
         progress: bool = True,
         on_error: Callable[[str], None] | None = None,
         shard: Shard | None = None,
