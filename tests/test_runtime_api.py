@@ -41,6 +41,20 @@ def test_normalize_of_uint8_is_the_float_arithmetic_bit_for_bit(spec, top):
     assert np.array_equal(normalize(image.astype(np.float32), spec), x)  # the float path: same numbers
 
 
+def test_postprocess_makes_8_bit_as_the_official_script_does():
+    """u2net_test.py saves Image.fromarray(normPRED(map) * 255).convert("RGB"): Pillow truncates."""
+    from PIL import Image
+
+    prediction = np.random.default_rng(0).uniform(0.1, 0.9, (1, 31, 29)).astype(np.float32)
+    lo, hi = prediction.min(), prediction.max()
+    official = np.asarray(Image.fromarray((prediction[0] - lo) / (hi - lo) * 255).convert("RGB"))[..., 0]
+    mask = postprocess(prediction, (31, 29))
+    np.testing.assert_array_equal(mask, official)
+    rounded = np.clip((prediction[0] - lo) / (hi - lo) * 255 + 0.5, 0, 255).astype(np.uint8)
+    assert (mask != rounded).mean() > 0.3  # the test tells truncation from rounding
+    assert mask.min() == 0 and mask.max() == 255
+
+
 def test_mask_finds_the_bright_object(remover):
     img = scene(48, 72)
     mask = remover.mask(img)
