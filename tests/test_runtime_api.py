@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from random_u2netp import one_torch_thread
@@ -12,7 +13,7 @@ from runtime_helpers import TINY_SIZE, encoded, make_tiny_onnx, save, scene
 
 from runtime.api import Remover, apply_composite, apply_cutout, fit_background, parse_color
 from runtime.backends import BackendError
-from runtime.preprocess import PreprocessSpec, normalize, postprocess, preprocess
+from runtime.preprocess import PreprocessSpec, normalize, postprocess, preprocess, resize_to_input
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,35 @@ def test_normalize_of_uint8_is_the_float_arithmetic_bit_for_bit(spec, top):
     assert out.dtype == np.float32 and out.shape == (3, 33, 47) and out.flags.c_contiguous
     assert np.array_equal(out, x)
     assert np.array_equal(normalize(image.astype(np.float32), spec), x)  # the float path: same numbers
+
+
+def _photo(height: int, width: int, seed: int = 1) -> np.ndarray:
+    """Smooth colour regions with sensor-like noise: what a resize has to keep and what it has to drop."""
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8), (width, height),
+                      interpolation=cv2.INTER_CUBIC)
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(96, 150), (64, 180), (150, 96), (190, 190), (80, 70)])
+def test_resize_is_the_official_skimage_resize(shape):
+    """u2net_test.py resizes with skimage.transform.resize(image, (S, S), mode="constant"), anti-aliased:
+    the same numbers up to the rounding to 8 bits, for shrinks up to SKIMAGE_RECIPE_UP_TO (and growth)."""
+    transform = pytest.importorskip("skimage.transform")
+    image = _photo(*shape)
+    official = transform.resize(image, (64, 64), mode="constant", anti_aliasing=True) * 255
+    diff = np.abs(resize_to_input(image, 64) - official)
+    assert diff.mean() < 0.35 and diff.max() < 1.5  # OpenCV's fixed-point filters: a level at worst
+    area = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)  # what stood in for it before
+    assert np.abs(area - official).mean() > 2 * diff.mean()  # so this test tells the two apart
+
+
+def test_resize_averages_areas_past_large_shrinks():
+    """Beyond a 3x shrink skimage's Gaussian would cost 10x area averaging on a 12 MP photo: that is used."""
+    image = _photo(300, 400)
+    np.testing.assert_array_equal(resize_to_input(image, 64), cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA))
+    square = np.ascontiguousarray(image[:64, :64])
+    assert resize_to_input(square, 64) is square  # already the model's size: untouched
 
 
 def test_postprocess_makes_8_bit_as_the_official_script_does():
