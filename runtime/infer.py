@@ -18,7 +18,7 @@ from runtime import allocator, atomic
 from runtime.api import COLOR_NAMES, Background, Remover, resolve_background
 from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError, add_backend_arguments
-from runtime.io import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, EncodeOptions, ImageError
+from runtime.io import COLOUR_PNG_LEVEL, DEFAULT_MAX_PIXELS, MASK_PNG_LEVEL, OUTPUT_FORMATS, EncodeOptions, ImageError
 from runtime.logs import setup_logging
 from runtime.pipeline import IO_THREADS, MODES, Pipeline
 from runtime.quiet import library_lines_filtered
@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"composite background: a colour ({', '.join(COLOR_NAMES)}, #RRGGBB, R,G,B) or an image "
                    "file, scaled to cover and centre-cropped (default: white)")
     p.add_argument("--format", choices=OUTPUT_FORMATS, default="png", help="output file format (default: png)")
-    p.add_argument("--png-level", type=int_in_range(0, 12), default=EncodeOptions.png_level, metavar="0-12",
+    p.add_argument("--png-level", type=int_in_range(0, 12), metavar="0-12",
                    help="PNG compression: 1-12 are libdeflate's levels, smaller and slower as they rise; 0 is "
-                   "the fastest writer (ISA-L: about half the time of 1, files about 7%% larger); see the README's "
-                   "codec table (default: %(default)s)")
+                   "the fastest writer (ISA-L: about half the time of 1, colour files about 7%% larger); see the "
+                   f"README's codec tables (default: {COLOUR_PNG_LEVEL} for cutouts and composites, "
+                   f"{MASK_PNG_LEVEL} for masks)")
     p.add_argument("--quality", type=int_in_range(1, 100), default=EncodeOptions.quality, metavar="1-100",
                    help="WebP quality; 100 = lossless (default: %(default)s)")
     p.add_argument("--colours", choices=("visible", "exact"), default=EncodeOptions.colours,

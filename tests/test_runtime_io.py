@@ -177,6 +177,21 @@ def test_missing_path_and_folder(tmp_path):
         read_image(tmp_path)
 
 
+def test_default_png_level_is_chosen_per_kind_of_image():
+    """Masks go to the fastest writer (ISA-L), colours to libdeflate's level 1; a level given is used for both."""
+    from runtime import codecs
+
+    mask = np.linspace(0, 255, 48 * 72).reshape(48, 72).astype(np.uint8)
+    bgra = np.dstack([scene()[..., ::-1], mask])
+    assert encode_image(mask, EncodeOptions()) == codecs.encode_png(mask, 0)
+    assert encode_image(mask[..., None], EncodeOptions()) == codecs.encode_png(mask[..., None], 0)
+    assert encode_image(bgra, EncodeOptions()) == codecs.encode_png(bgra, 1)
+    assert encode_image(bgra[..., :3], EncodeOptions()) == codecs.encode_png(bgra[..., :3], 1)
+    assert codecs.encode_png(mask, 0) != codecs.encode_png(mask, 1)  # the two writers really differ
+    assert encode_image(mask, EncodeOptions(png_level=4)) == codecs.encode_png(mask, 4)
+    assert encode_image(bgra, EncodeOptions(png_level=0)) == codecs.encode_png(bgra, 0)
+
+
 def test_encode_options_roundtrip():
     bgra = np.dstack([scene()[..., ::-1], np.linspace(0, 255, 48 * 72).reshape(48, 72).astype(np.uint8)])
     for level in (0, 1, 9):
