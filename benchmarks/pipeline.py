@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"with OpenCV codecs {r['opencv_codecs_s_per_image']:.2f}, rembg {r['rembg_s_per_image']:.2f} s/img "
                   f"-> {r['speedup_vs_rembg']:.2f}× rembg (goal ≥ 15×), {r['speedup_vs_opencv_codecs']:.2f}× the OpenCV "
                   f"codecs; PNG {r['ours_mb_per_image']:.2f} MB (OpenCV codecs {r['opencv_codecs_mb_per_image']:.2f}) vs "
-                  f"rembg {r['rembg_mb_per_image']:.2f} MB -> {r['size_ratio_vs_rembg']:.2f}× the size (goal ≤ 1.2×); "
+                  f"rembg {r['rembg_mb_per_image']:.2f} MB -> {r['size_ratio_vs_rembg']:.3f}× the size (goal ≤ 1.2×); "
                   f"mean alpha difference {r['mean_alpha_difference']:.4f}", flush=True)
         r = small_photos(engine, args.small, work, args.batch_size, args.rounds)
         results.append(r)
