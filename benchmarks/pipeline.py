@@ -46,7 +46,7 @@ from runtime import allocator, codecs
 from runtime.api import Remover, apply_cutout
 from runtime.argtypes import positive_int
 from runtime.io import EncodeOptions, encode_image, read_image, write_atomic
-from runtime.pipeline import IO_THREADS, Pipeline
+from runtime.pipeline import Pipeline, images_alive
 from runtime.preprocess import postprocess, resize_to_input
 
 LARGE_SIZE = (4032, 3024)  # 12.2 MP, a phone camera's frame
@@ -174,12 +174,11 @@ def large_photos(engine: Engine, photos: list[Path], work: Path) -> dict:
     """Ours (with the runtime's codecs, then with OpenCV's), rembg, ours again: the two runs of ours
     bracket rembg's, so a change in the machine's load shows as a difference between them. rembg runs
     the FP32 file, whatever ours runs. Neither side times its set-up: each first runs untimed on as many
-    photos as it holds at once (rembg one; ours a batch, the queued loads and the pending writes), so the
+    photos as it holds at once (rembg one; ours ``images_alive``: loads queued, a batch, writes pending), so the
     heap has grown to its working set (the first run after scenario 0 was 0.29-0.31 s/img, later ones 0.20)."""
     n, folder = len(photos), str(photos[0].parent)
     remover = engine.remover()
-    in_flight = remover.batch_size + 2 * IO_THREADS
-    run_ours(remover, [str(p) for p in photos[:in_flight]], work / "warmup_large", "cutout")
+    run_ours(remover, [str(p) for p in photos[: images_alive(remover.batch_size)]], work / "warmup_large", "cutout")
     first_s = run_ours(remover, [folder], work / "ours_large", "cutout")
     saved = _opencv_codecs()
     try:

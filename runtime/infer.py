@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="inference threads of ONNX Runtime or OpenVINO (default: one per core)")
     p.add_argument("--io-threads", type=positive_int, default=IO_THREADS, metavar="N",
-                   help="threads decoding, resizing and encoding images alongside inference (default: 2)")
+                   help="threads decoding, resizing and encoding images alongside inference (default: %(default)s)")
     p.add_argument("--shard", type=Shard.parse, metavar="K/N",
                    help="process only shard K of N (1 <= K <= N), split by relative path: N jobs with the same "
                    "arguments (a Kubernetes indexed Job, a Slurm array) cover every input exactly once")

@@ -41,7 +41,12 @@ log = logging.getLogger(__name__)
 MODES = ("mask", "cutout", "composite")
 IO_THREADS = 2  # decode/encode threads beside the engine's (the CLI's --io-threads default)
 
-__all__ = ["MODES", "Job", "Pipeline", "Problem", "Summary", "plan_jobs"]
+
+def images_alive(batch_size: int, io_threads: int = IO_THREADS) -> int:
+    """The most decoded images a run holds at once: loads queued ahead, the batch at the engine, writes pending."""
+    return 2 * batch_size + 2 * io_threads
+
+__all__ = ["IO_THREADS", "MODES", "Job", "Pipeline", "Problem", "Summary", "images_alive", "plan_jobs"]
 
 
 @dataclass
