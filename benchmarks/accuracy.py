@@ -21,13 +21,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from export.compare import TOLERANCES, Comparison, compare
-from export.verify import SOD_DIR
+from export.samples import SOD_DIR
 from runtime import atomic
 from runtime.api import Remover
 from runtime.argtypes import positive_int
 from runtime.backends import BackendError, add_backend_arguments
 from runtime.io import ImageError
 from runtime.logs import setup_logging
+from runtime.names import engine_location
 from runtime.preprocess import preprocess
 from runtime.quiet import library_lines_filtered
 from runtime.signals import interrupted, sigterm_as_interrupt
@@ -97,11 +98,11 @@ PRIOR = "centred prior"
 TARGET = {"max_f": 0.01, "mae": 0.005}  # the largest change a precision may make (README)
 
 
-def parse_engine(text: str) -> tuple[Path, str | None, str | None]:
-    """``ENGINE[@BACKEND[:PRECISION]]`` -> (path, backend, precision), e.g. ``u2netp.onnx@openvino:bf16``."""
+def parse_engine(text: str) -> tuple[str | Path, str | None, str | None]:
+    """``ENGINE[@BACKEND[:PRECISION]]`` -> (file or URL, backend, precision), e.g. ``u2netp.onnx@openvino:bf16``."""
     path, _, rest = text.rpartition("@") if "@" in text else (text, "", "")
     backend, _, precision = rest.partition(":")
-    return Path(path), backend or None, precision or None
+    return engine_location(path), backend or None, precision or None
 
 
 def open_remover(spec: str, args: argparse.Namespace) -> Remover:

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from export.verify import SOD_DIR
+from export.samples import SOD_DIR, sod_photos
+from runtime.names import fp16_path
 
 
 def step(title: str, args: list[str], results: str | None = None) -> None:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx = out / "u2netp.onnx"
     step("3. export to ONNX (FP32) and FP16 ONNX, each verified against PyTorch",
          ["export.to_onnx", str(run / "best.pth"), "-o", str(onnx), "--fp16"],
-         results=f"{onnx} and {onnx.with_suffix('.fp16.onnx')}")
+         results=f"{onnx} and {fp16_path(onnx)}")
     if have_tensorrt_gpu():
         step("3b. build and verify a TensorRT FP16 engine",
              ["export.to_trt", str(run / "best.pth"), "-o", str(out / "u2netp.plan")], results=str(out / "u2netp.plan"))
@@ -81,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     step("4. cutouts of the validation images", ["runtime.infer", "--engine", str(onnx), str(data / "val" / "images"),
                                                  "-o", str(out / "cutouts"), "--mode", "cutout"],
          results=str(out / "cutouts"))
-    photos = sorted((SOD_DIR / "images").glob("*.jpg"))[:6]
+    photos = sod_photos(6)
     if photos:
         step("4b. cutouts of a few real photos (model trained on synthetic shapes only)",
              ["runtime.infer", "--engine", str(onnx), *map(str, photos), "-o", str(out / "cutouts_photos")],
              results=str(out / "cutouts_photos"))
     step("5. accuracy on the synthetic validation set: FP32 vs FP16 ONNX",
-         ["benchmarks.accuracy", "--engine", str(onnx), "--compare", str(onnx.with_suffix(".fp16.onnx")),
+         ["benchmarks.accuracy", "--engine", str(onnx), "--compare", str(fp16_path(onnx)),
           "--data", str(data / "val"), "--json", str(out / "accuracy_val.json")],
          results=str(out / "accuracy_val.json"))
     if (SOD_DIR / "images").is_dir():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import PAPER_DEVICE, PAPER_FPS, Timing, hardware_header, measure
 from benchmarks.runners import RowSpec, available_rows
-from export.verify import sample_images
+from export.samples import sample_images
 from runtime import atomic
 from runtime.atomic import atomic_path
 from runtime.backends import BackendError

@@ -19,6 +19,7 @@ from typing import Any
 
 from benchmarks.common import CACHE_DIR
 from runtime.backends import Backend, open_backend
+from runtime.names import fp16_path, int8_path
 from runtime.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -61,18 +62,18 @@ def cached_onnx(variant: str, size: int, ckpt: Path | None, fp16: bool = False) 
     tag = hashlib.sha256(ckpt.read_bytes()).hexdigest()[:12] if ckpt else "random"
     folder = CACHE_DIR / f"{variant}_{size}_{tag}"
     fp32_path = folder / f"{variant}.onnx"
-    fp16_path = folder / f"{variant}.fp16.onnx"
+    half_path = fp16_path(fp32_path)
     if not fp32_path.exists():
         from export.onnx import export_onnx, onnx_artifact
 
         folder.mkdir(parents=True, exist_ok=True)
         log.info("exporting %s (%s weights) to %s", variant, tag, fp32_path)
         export_onnx(load_torch_model(variant, ckpt), fp32_path, onnx_artifact(variant, PreprocessSpec(size=size)))
-    if fp16 and not fp16_path.exists():
+    if fp16 and not half_path.exists():
         from export.fp16 import convert_to_fp16
 
-        convert_to_fp16(fp32_path, fp16_path)
-    return fp16_path if fp16 else fp32_path
+        convert_to_fp16(fp32_path, half_path)
+    return half_path if fp16 else fp32_path
 
 
 def cached_int8(variant: str, size: int, ckpt: Path | None, form: str) -> Path:
@@ -80,8 +81,8 @@ def cached_int8(variant: str, size: int, ckpt: Path | None, form: str) -> Path:
 
     Min-max on 8 sample photos: enough for timing, which does not depend on the ranges.
     """
-    from export.int8 import Calibration, convert_to_int8, int8_path
-    from export.verify import sample_images
+    from export.int8 import Calibration, convert_to_int8
+    from export.samples import sample_images
 
     fp32 = cached_onnx(variant, size, ckpt)
     path = int8_path(fp32, form)

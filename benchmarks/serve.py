@@ -30,6 +30,7 @@ import numpy as np
 from benchmarks.serve_process import missing_serve_venv, start_server
 from runtime.argtypes import positive_float, positive_int
 from runtime.atomic import write_text
+from runtime.logs import setup_logging
 
 log = logging.getLogger("benchmarks.serve")
 
@@ -169,7 +170,7 @@ def default_engine(size: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    setup_logging(verbose=args.verbose)
     reason = missing_serve_venv()
     if reason:
         print(f"error: {reason}", file=sys.stderr)

@@ -19,6 +19,7 @@ from onnxconverter_common.float16 import convert_float_to_float16
 from export.errors import ExportError
 from export.onnx import artifact_of, pin_ir_version, save_atomic, write_artifact
 from runtime.artifact import Artifact
+from runtime.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def convert_to_fp16(src: str | os.PathLike, dst: str | os.PathLike, artifact: Ar
     try:
         model = onnx.load(src)
     except Exception as exc:  # protobuf raises several types for a file that is not ONNX
-        raise ExportError(f"{src}: not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from None
+        raise ExportError(f"{src}: not a readable ONNX model: {first_line(exc, 160)}") from None
     artifact = (artifact or artifact_of(model, src)).replace(precision="fp16")
     _unique_node_names(model.graph)
     with warnings.catch_warnings():

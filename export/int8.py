@@ -21,13 +21,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 
 from export.errors import ExportError
 from export.onnx import artifact_of, load_onnx, pin_ir_version, save_atomic, write_artifact
+from export.samples import SOD_DIR, calibration_images
 from runtime import atomic
+from runtime.errors import first_line
 from runtime.preprocess import PreprocessSpec, preprocess
 
 log = logging.getLogger(__name__)
@@ -53,49 +54,15 @@ class Calibration:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE_OPS
 
 
-def int8_path(out: Path, form: str) -> Path:
-    """``X.onnx`` -> ``X.int8.onnx`` (symmetric) or ``X.int8-ort.onnx`` (u8/s8 for ONNX Runtime)."""
-    tag = "int8" if form == "symmetric" else "int8-ort"
-    return out.with_name(f"{out.stem}.{tag}{out.suffix}")
-
-
 def calibration_set(folder: str | os.PathLike | None, count: int, method: str) -> tuple[list[np.ndarray], Calibration]:
     """The calibration photos (default: the SOD photos when present, else synthetic) and how to use them."""
-    from export.verify import SOD_DIR
-
     if method not in METHODS:
         raise ExportError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
-    if folder is None and (SOD_DIR / "images").is_dir():
+    if folder is None and (SOD_DIR / "images").is_dir():  # the real photos beat synthetic ones
         folder = SOD_DIR / "images"
     images, source = calibration_images(Path(folder) if folder is not None else None, count)
     log.info("INT8 calibration: %d images from %s, %s", len(images), source, method)
     return images, Calibration(method=method, count=len(images), source=source)
-
-
-def calibration_images(folder: Path | None, count: int) -> tuple[list[np.ndarray], str]:
-    """``count`` RGB uint8 images spread evenly over ``folder`` (searched recursively), or synthetic ones.
-
-    Unreadable files are skipped with a warning; a folder with no readable image is an ``ExportError``.
-    """
-    if folder is None:
-        from train.synthetic import make_sample
-
-        return [make_sample(seed, size=256)[0] for seed in range(count)], "synthetic"
-    if not folder.is_dir():
-        raise ExportError(f"{folder}: calibration folder does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if files and len(files) > count:  # spread over the folder, not its first (often similar) shots
-        files = [files[round(i * (len(files) - 1) / max(count - 1, 1))] for i in range(count)]
-    images = []
-    for path in files:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            log.warning("%s: not a readable image; skipped for calibration", path)
-            continue
-        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    if not images:
-        raise ExportError(f"{folder}: no readable calibration images ({', '.join(IMAGE_SUFFIXES)})")
-    return images, str(folder)
 
 
 class _Batches:
@@ -189,8 +156,7 @@ def convert_to_int8(
     except ExportError:
         raise
     except Exception as exc:  # quantize_static raises many types (ORT errors, numpy errors)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"{dst}: INT8 quantization failed: {first[:200]}") from None
+        raise ExportError(f"{dst}: INT8 quantization failed: {first_line(exc)}") from None
     finally:
         staged.unlink(missing_ok=True)
     write_artifact(quantized, artifact.replace(precision="int8", int8={

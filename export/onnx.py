@@ -21,7 +21,7 @@ from torch import nn
 from export.errors import ExportError
 from runtime import atomic
 from runtime.artifact import Artifact
-from runtime.errors import BackendError
+from runtime.errors import BackendError, first_line
 from runtime.preprocess import PreprocessSpec
 from train.model import U2Net
 
@@ -50,7 +50,7 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for a file that is not ONNX
-        raise ExportError(f"{path}: not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from None
+        raise ExportError(f"{path}: not a readable ONNX model: {first_line(exc, 160)}") from None
 
 
 def read_artifact(path: str | os.PathLike) -> Artifact:
@@ -135,8 +135,7 @@ def _trace(model: U2Net, out_path: Path, size: int, opset: int, dynamic_hw: bool
     except OSError as exc:
         raise ExportError(f"{out_path}: cannot write: {exc.strerror or exc}") from None
     except Exception as exc:  # the exporter raises many types (unsupported opset, untraceable code...)
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"{out_path}: torch.onnx.export failed: {first_line[:200]}") from None
+        raise ExportError(f"{out_path}: torch.onnx.export failed: {first_line(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
         model.train(was_training)

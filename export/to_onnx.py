@@ -35,6 +35,7 @@ from runtime import atomic
 from runtime.argtypes import positive_int
 from runtime.artifact import Artifact
 from runtime.logs import setup_logging
+from runtime.names import fp16_path, int8_path
 from runtime.preprocess import PreprocessSpec
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.model import MODEL_NAMES
@@ -79,11 +80,6 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def fp16_path(out: Path) -> Path:
-    """``X.onnx`` -> ``X.fp16.onnx``."""
-    return out.with_name(f"{out.stem}.fp16{out.suffix}")
-
-
 def _missing_ancestor(folder: Path) -> Path | None:
     """The outermost folder of ``folder``'s path that does not exist yet (None if it exists)."""
     missing = None
@@ -126,17 +122,8 @@ def _staging(out: Path) -> Iterator[Path]:
 
 def _publish(staged: list[ExportedFile], folder: Path) -> list[ExportedFile]:
     """Rename verified files into place, all or none."""
-    artifacts: list[ExportedFile] = []
-    try:
-        for artifact in staged:
-            final = folder / artifact.path.name
-            os.replace(artifact.path, final)
-            artifacts.append(replace(artifact, path=final))
-    except OSError:
-        for artifact in artifacts:
-            artifact.path.unlink(missing_ok=True)
-        raise
-    return artifacts
+    atomic.publish([(f.path, folder / f.path.name) for f in staged])
+    return [replace(f, path=folder / f.path.name) for f in staged]
 
 
 def run_export(
@@ -213,7 +200,7 @@ def _int8_files(
     files = []
     for form in int8_export.FORMS:
         step(f"calibrate INT8 {form}")
-        quant = int8_export.convert_to_int8(fp32, int8_export.int8_path(out, form), images, form=form,
+        quant = int8_export.convert_to_int8(fp32, int8_path(out, form), images, form=form,
                                             calibration=calibration, cache=out.parent / "ranges.json")  # fmt: skip
         step(f"verify INT8 {form}")
         files.append(ExportedFile(quant, read_artifact(quant), _verify(parity, quant, "int8")))

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import shutil
 import sys
@@ -38,8 +37,9 @@ from export.triton_config import (
 )
 from runtime import atomic
 from runtime.argtypes import positive_int
-from runtime.artifact import METADATA_PREFIX, PRIMARY_OUTPUT, Artifact
+from runtime.artifact import METADATA_PREFIX, PRIMARY_OUTPUT, Artifact, TensorRTBuild
 from runtime.errors import BackendError
+from runtime.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class ModelFile:
     @property
     def variant(self) -> str:
         """The default model name: a file without metadata is served as plain ``u2net``."""
-        return "u2net" if self.artifact.variant == "unknown" else self.artifact.variant
+        return self.artifact.model_name
 
 
 def read_artifact(path: Path) -> ModelFile:
@@ -127,19 +127,17 @@ def _read_plan(path: Path) -> ModelFile:
         artifact = read_side_file(path)
     except BackendError as exc:
         raise ExportError(str(exc)) from None
-    info = dict(artifact.tensorrt or {})  # the build facts: profile, source ONNX, TensorRT version
-    profile = info.get("profile") or {}
-    try:
-        lo, opt, hi = (int(profile[k][0]) for k in ("min", "opt", "max"))
-    except (KeyError, TypeError, ValueError, IndexError):
-        raise ExportError(f"{path}: its side file has no batch profile (min/opt/max); rebuild with export.to_trt") from None
-    source = path.with_name(str(info.get("onnx", "")))
-    if info.get("onnx") and source.is_file() and source.suffix == ".onnx":
+    build = artifact.tensorrt or TensorRTBuild()  # the build facts: profile, source ONNX, TensorRT version
+    if build.batch_profile is None:
+        raise ExportError(f"{path}: its side file has no batch profile (min/opt/max); rebuild with export.to_trt")
+    lo, opt, hi = build.batch_profile
+    source = path.with_name(build.onnx or "")
+    if build.onnx and source.is_file() and source.suffix == ".onnx":
         onnx_side = _read_onnx(source)  # the engine has the I/O of the ONNX it was built from
         inputs, outputs = onnx_side.inputs, onnx_side.outputs
     else:
         size = artifact.spec.size
-        inputs = (TensorSpec(str(profile.get("input", "image")), "TYPE_FP32", (3, size, size)),)
+        inputs = (TensorSpec(build.input_name, "TYPE_FP32", (3, size, size)),)
         outputs = (TensorSpec(PRIMARY_OUTPUT, "TYPE_FP32", (1, size, size)),)
     return ModelFile(path, "plan", inputs, outputs, artifact, True, (lo, opt, hi))
 
@@ -229,12 +227,12 @@ def write_model(repo: Path, model: TritonModel, artifact: ModelFile, config_text
             staged_version = stage / str(version)
             staged_version.mkdir()
             shutil.copyfile(artifact.path, staged_version / model.model_file)
-            if model_dir.is_dir():
-                os.replace(staged_version, model_dir / str(version))
-                atomic.write_text(model_dir / "config.pbtxt", config_text)
+            (stage / "config.pbtxt").write_text(config_text, encoding="utf-8")
+            if model_dir.is_dir():  # a new version, then the config that names it
+                atomic.publish([(staged_version, model_dir / str(version)),
+                                (stage / "config.pbtxt", model_dir / "config.pbtxt")])  # fmt: skip
             else:
-                (stage / "config.pbtxt").write_text(config_text, encoding="utf-8")
-                os.replace(stage, model_dir)  # the whole model appears at once
+                atomic.publish([(stage, model_dir)])  # the whole model appears at once
     except OSError as exc:
         raise ExportError(f"{model_dir}: cannot write: {exc.strerror or exc}") from None
     return model_dir / str(version) / model.model_file
@@ -275,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    setup_logging()
     failed = 0
     artifacts = []
     for path in args.artifacts:

@@ -32,7 +32,7 @@ from export import int8 as int8_export
 from export.errors import ExportError
 from export.fp16 import convert_to_fp16
 from export.onnx import artifact_of, load_onnx, read_artifact
-from export.to_onnx import fp16_path, run_export
+from export.to_onnx import run_export
 from export.trt import (
     PRECISIONS,
     BuildOptions,
@@ -45,27 +45,10 @@ from export.trt import (
 from runtime.argtypes import positive_float, positive_int
 from runtime.artifact import Artifact
 from runtime.logs import setup_logging
+from runtime.names import fp16_path, int8_path, plan_path, sibling_onnx, side_file
 from train.model import MODEL_NAMES
 
 log = logging.getLogger(__name__)
-
-# Tags of the derived ONNX files (export.to_onnx); the longest first, as ".int8" ends ".int8-ort"'s stem too.
-DERIVED_TAGS = (".int8-ort", ".int8", ".fp16")
-
-
-def default_output(source: Path) -> Path:
-    """``X.pth`` / ``X.onnx`` / ``X.fp16.onnx`` / ``X.int8.onnx`` -> ``X.plan`` beside it."""
-    return source.with_name(_base_stem(source) + ".plan")
-
-
-def _base_stem(source: Path) -> str:
-    stem = source.stem
-    if source.suffix.lower() == ".onnx":
-        for tag in DERIVED_TAGS:
-            if stem.endswith(tag):
-                return stem[: -len(tag)]
-    return stem
-
 
 @dataclass(frozen=True)
 class EngineSources:
@@ -100,7 +83,7 @@ def onnx_from_checkpoint(ckpt: Path, plan: Path, *, model: str, size: int | None
         print(f"wrote {file.path} ({file.precision}): {file.comparison.summary()}")
     fp32 = exported[0]
     half = next((f for f in exported if f.precision == "fp16"), None)
-    symmetric = next((f for f in exported if f.path == int8_export.int8_path(fp32.path, "symmetric")), None)
+    symmetric = next((f for f in exported if f.path == int8_path(fp32.path, "symmetric")), None)
     chosen = {"fp16": half, "int8": symmetric}.get(precision) or fp32
     return EngineSources(fp32.path, half.path if half else None, chosen.artifact,
                          int8=symmetric.path if symmetric else None)  # fmt: skip
@@ -118,7 +101,7 @@ def onnx_from_onnx(source: Path, plan: Path, *, precision: str, calibrate: Calib
     if precision == "fp32":
         return EngineSources(source, None, artifact)
     if precision == "int8":
-        quant = int8_export.int8_path(plan.with_suffix(".onnx"), "symmetric")
+        quant = int8_path(plan.with_suffix(".onnx"), "symmetric")
         images, calibration = int8_export.calibration_set(calibrate.folder, calibrate.count, int8_export.DEFAULT_METHOD)
         int8_export.convert_to_int8(source, quant, images, form="symmetric", calibration=calibration)
         print(f"wrote {quant} (int8 symmetric Q/DQ, calibrated on {len(images)} images from {calibration.source})")
@@ -136,7 +119,7 @@ def _derived_source(source: Path, model: object, artifact: Artifact, found: str,
         raise ExportError(f"{source}: has {what}; a {precision} engine needs the FP32 ONNX file")
     if found == "int8":
         require_symmetric(model, source)
-    sibling = source.with_name(_base_stem(source) + ".onnx")
+    sibling = sibling_onnx(source)
     if not sibling.is_file():
         raise ExportError(
             f"{source}: the engine check compares against the FP32 ONNX, expected beside it as {sibling.name}"
@@ -206,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"need --min-batch <= --opt-batch <= --max-batch, got {args.min_batch}, {args.opt_batch}, {args.max_batch}"
         )
     source: Path = args.source
-    out: Path = args.output or default_output(source)
+    out: Path = args.output or plan_path(source)
     if out.suffix.lower() != ".plan":
         parser.error(f"{out}: the engine name must end in .plan (the runtime picks its backend by suffix)")
     if args.fp32 and args.precision not in (None, "fp32"):
@@ -247,8 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = built.build
     print(
         f"wrote {built.plan} ({built.plan.stat().st_size / 1e6:.1f} MB, {built.artifact.precision}, TensorRT "
-        f"{build['tensorrt_version']} on {build['gpu_name']}, batch {args.min_batch}..{args.max_batch}, "
-        f"built in {build['build_seconds']:.1f} s) + {built.plan.name}.json"
+        f"{build.tensorrt_version} on {build.gpu_name}, batch {args.min_batch}..{args.max_batch}, "
+        f"built in {build.build_seconds or 0:.1f} s) + {side_file(built.plan).name}"
     )
     if built.check is not None:
         print(f"  {built.check.summary()}")

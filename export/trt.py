@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,9 +27,9 @@ from typing import Any
 from export.compare import TOLERANCES, Comparison, OutputMismatch, compare
 from export.errors import ExportError
 from export.onnx import load_onnx, read_artifact
-from export.verify import sample_images
+from export.samples import sample_images
 from runtime import atomic
-from runtime.artifact import Artifact
+from runtime.artifact import Artifact, TensorRTBuild
 from runtime.backends.base import BackendError
 from runtime.backends.cuda import CudaUnavailable, GpuInfo, open_cuda
 from runtime.backends.gpu_support import check_gpu_stack
@@ -40,9 +39,10 @@ from runtime.backends.trt import (
     TensorRTBackend,
     import_tensorrt,
     make_logger,
-    side_file,
     tensorrt_version,
 )
+from runtime.errors import first_line
+from runtime.names import int8_path, sibling_onnx, side_file
 from runtime.preprocess import preprocess
 
 log = logging.getLogger(__name__)
@@ -113,8 +113,8 @@ class BuiltEngine:
     check: Comparison | None = None
 
     @property
-    def build(self) -> dict[str, Any]:
-        return dict(self.artifact.tensorrt or {})
+    def build(self) -> TensorRTBuild:
+        return self.artifact.tensorrt or TensorRTBuild()
 
 
 # -- step 1: what is installed ---------------------------------------------------------------
@@ -209,7 +209,7 @@ def plan_precision(
 def require_symmetric(model: Any, path: Path) -> None:
     """One line when a Q/DQ file is the u8/s8 CPU form: TensorRT's parser takes zero points of 0 only."""
     if asymmetric_zero_points(model):
-        symmetric = path.name.replace(".int8-ort.onnx", ".int8.onnx") if ".int8-ort." in path.name else "X.int8.onnx"
+        symmetric = int8_path(sibling_onnx(path), "symmetric").name
         raise ExportError(
             f"{path}: is the u8/s8 (asymmetric) INT8 form for CPU engines; TensorRT reads symmetric "
             f"Q/DQ only (zero points 0): use {symmetric} (python -m export.to_onnx --int8)"
@@ -233,7 +233,7 @@ def parse_network(trt: ModuleType, builder: Any, logger: Any, onnx_path: Path, f
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        first = errors[0].splitlines()[0] if errors else "unknown error"
+        first = first_line(errors[0] if errors else "")
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ExportError(f"{onnx_path}: TensorRT's ONNX parser failed: {first}{more}")
     return network, parser
@@ -337,22 +337,22 @@ def build_serialized(builder: Any, network: Any, config: Any, onnx_path: Path) -
 
 def build_facts(
     trt: ModuleType, gpu: GpuInfo, plan: PrecisionPlan, options: BuildOptions, input_name: str, seconds: float
-) -> dict[str, Any]:
+) -> TensorRTBuild:
     """What only the engine knows: the ``tensorrt`` part of its artifact."""
-    return {
-        "strongly_typed": plan.strongly_typed,
-        "profile": options.profile.to_json(input_name),
-        "workspace_bytes": options.workspace_bytes,
-        "onnx": plan.onnx.name,
-        "tensorrt_version": str(trt.__version__),
-        "gpu_name": gpu.name,
-        "compute_capability": gpu.compute_capability,
-        "build_seconds": round(seconds, 2),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return TensorRTBuild(
+        strongly_typed=plan.strongly_typed,
+        profile=options.profile.to_json(input_name),
+        workspace_bytes=options.workspace_bytes,
+        onnx=plan.onnx.name,
+        tensorrt_version=str(trt.__version__),
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        build_seconds=round(seconds, 2),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
 
 
-def engine_artifact(source: Artifact, precision: str, size: int, build: dict[str, Any]) -> Artifact:
+def engine_artifact(source: Artifact, precision: str, size: int, build: TensorRTBuild) -> Artifact:
     """The ONNX file's artifact with what the engine changes: precision, its fixed size, the build facts."""
     return source.replace(precision=precision, spec=replace(source.spec, size=size), dynamic_hw=False, tensorrt=build)
 
@@ -416,8 +416,7 @@ def _publish_engine(
         result.check = check_engine(staged, fp32_onnx, artifact.precision)
         if not result.check.ok:
             raise ExportError(f"{out}: engine check failed, nothing was written: {result.check.summary()}")
-    os.replace(side_file(staged), side_file(out))
-    os.replace(staged, out)
+    atomic.publish([(side_file(staged), side_file(out)), (staged, out)])  # the engine last: never without its side file
     result.plan = out
     return result
 

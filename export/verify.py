@@ -20,35 +20,14 @@ import numpy as np
 from export.compare import TOLERANCES, Comparison, OutputMismatch, Tolerance, compare
 from export.errors import ExportError
 from export.onnx import INPUT_NAME, OUTPUT_NAME
+from export.samples import sample_images
 from export.torch_backend import TorchBackend
 from runtime.backends.base import BackendError
 from runtime.backends.onnxrt import OnnxRuntimeBackend
-from runtime.io import ImageError, read_image
 from runtime.preprocess import PreprocessSpec, normalize, preprocess, to_rgb8
 from train.model import U2Net
 
 log = logging.getLogger(__name__)
-
-REPO = Path(__file__).resolve().parents[1]
-SOD_DIR = Path(os.environ.get("U2NET_SOD_DIR", REPO.parent / "shared" / "data" / "SOD"))
-DEFAULT_IMAGES = 3
-
-
-def sample_images(n: int = DEFAULT_IMAGES, sod_dir: Path = SOD_DIR) -> tuple[list[np.ndarray], str]:
-    """``n`` RGB uint8 images: SOD photos when the folder is there, synthetic samples otherwise."""
-    photos = sorted((sod_dir / "images").glob("*.jpg")) if (sod_dir / "images").is_dir() else []
-    images = []
-    for path in photos:
-        try:  # the project's one reader, so verification sees the photos as the runtime does
-            images.append(read_image(path)[0])
-        except ImageError:  # an unreadable photo is skipped: the check needs images, not that one
-            continue
-        if len(images) == n:
-            return images, "SOD photos"
-    from train.synthetic import make_sample
-
-    return [make_sample(seed, size=256)[0] for seed in range(n)], "synthetic images"
-
 
 def _odd_size(size: int) -> tuple[int, int]:
     """A non-square size with odd sides, so ceil-mode pooling and resizes are exercised."""
@@ -133,4 +112,4 @@ def _check_contract(backend: OnnxRuntimeBackend, path: Path) -> None:
         raise ExportError(f"{path}: breaks the ONNX contract: {'; '.join(problems)}")
 
 
-__all__ = ["TOLERANCES", "Comparison", "ParityCheck", "Tolerance", "sample_images"]
+__all__ = ["TOLERANCES", "Comparison", "ParityCheck", "Tolerance"]

@@ -27,11 +27,58 @@ _OLD_BUILD_KEYS = ("strongly_typed", "profile", "workspace_bytes", "onnx", "tens
 
 
 @dataclass(frozen=True)
+class TensorRTBuild:
+    """What only a built engine knows: the ``"tensorrt"`` object of its side file, typed and checked.
+
+    Every field is optional (side files of older builds lack some); unknown keys are ignored.
+    ``profile`` is the input's optimisation profile: ``{"input": name, "min": [N,C,H,W], "opt": ..., "max": ...}``.
+    """
+
+    tensorrt_version: str | None = None
+    gpu_name: str | None = None
+    compute_capability: str | None = None  # "8.9"
+    strongly_typed: bool | None = None
+    profile: Mapping[str, Any] | None = None
+    workspace_bytes: int | None = None
+    onnx: str | None = None  # the ONNX file it was built from (a name beside the engine)
+    build_seconds: float | None = None
+    built_at: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str | os.PathLike = "side file") -> TensorRTBuild:
+        """BackendError naming ``where`` for a field of the wrong type."""
+        kinds = {"tensorrt_version": str, "gpu_name": str, "compute_capability": str, "strongly_typed": bool,
+                 "profile": Mapping, "workspace_bytes": int, "onnx": str, "build_seconds": (int, float),
+                 "built_at": str}  # fmt: skip
+        values = {k: v for k, v in data.items() if k in kinds and v is not None}
+        for name, value in values.items():
+            if not isinstance(value, kinds[name]) or (kinds[name] is int and isinstance(value, bool)):
+                raise BackendError(f"{where}: metadata tensorrt.{name} is {value!r}, of the wrong type")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (dict(v) if isinstance(v, Mapping) else v)
+                for f in fields(self) if (v := getattr(self, f.name)) is not None}  # fmt: skip
+
+    @property
+    def batch_profile(self) -> tuple[int, int, int] | None:
+        """(min, opt, max) batch of the profile, None when the side file has no usable one."""
+        try:
+            return tuple(int(self.profile[k][0]) for k in ("min", "opt", "max"))  # type: ignore[index,return-value]
+        except (KeyError, TypeError, ValueError, IndexError):
+            return None
+
+    @property
+    def input_name(self) -> str:
+        return str((self.profile or {}).get("input", "image"))
+
+
+@dataclass(frozen=True)
 class Artifact:
     """A U²-Net model file: what it computes, from what, and how its input must be prepared."""
 
     variant: str = "unknown"  # "u2net", "u2netp"
-    precision: str = "fp32"  # "fp32" or "fp16": what the engine computes in
+    precision: str = "fp32"  # what the file's weights and compute are: "fp32", "fp16" or "int8" (Q/DQ)
     spec: PreprocessSpec = field(default_factory=PreprocessSpec)
     opset: int | None = None
     outputs: tuple[str, ...] = (PRIMARY_OUTPUT,)
@@ -39,7 +86,7 @@ class Artifact:
     source: str | None = None  # the checkpoint's file name
     source_sha256: str | None = None  # sha256 of that checkpoint file
     version: str | None = None  # the toolkit version that exported it
-    tensorrt: Mapping[str, Any] | None = field(default=None, compare=False)  # build facts, engines only
+    tensorrt: TensorRTBuild | None = field(default=None, compare=False)  # build facts, engines only
     # INT8 Q/DQ files only: form ("s8s8-symmetric" / "u8s8"), calibration method, images, FP32 nodes
     int8: Mapping[str, Any] | None = field(default=None, compare=False)
 
@@ -56,7 +103,11 @@ class Artifact:
                 value = value.to_dict()
             elif f.name == "outputs":
                 value = list(value)
-            elif f.name in ("tensorrt", "int8"):
+            elif f.name == "tensorrt":
+                if value is None:
+                    continue
+                value = value.to_dict()
+            elif f.name == "int8":
                 if value is None:
                     continue
                 value = dict(value)
@@ -122,6 +173,12 @@ class Artifact:
         return _checked({**_fields_of(artifact), "precision": precision, "tensorrt": build or None}, where)
 
     # -- reading -----------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        """The name a server gives the model: the variant, and "u2net" for a file that does not say
+        (an ONNX file from elsewhere runs as the official U²-Net it most likely is)."""
+        return "u2net" if self.variant == "unknown" else self.variant
+
     def summary(self) -> str:
         """``u2netp fp16 320x320`` (``HxW`` when the size is dynamic)."""
         size = self.spec.size
@@ -164,9 +221,11 @@ def _checked(values: dict[str, Any], where: str | os.PathLike) -> Artifact:
             raise bad("outputs", "a non-empty list of names")
         values["outputs"] = tuple(outputs)
     for name in ("tensorrt", "int8"):
-        if values.get(name) is not None and not isinstance(values[name], Mapping):
+        if values.get(name) is not None and not isinstance(values[name], Mapping | TensorRTBuild):
             raise bad(name, "an object")
+    if isinstance(values.get("tensorrt"), Mapping):
+        values["tensorrt"] = TensorRTBuild.from_dict(values["tensorrt"], where)
     return Artifact(**values)
 
 
-__all__ = ["METADATA_PREFIX", "PRIMARY_OUTPUT", "Artifact", "BackendError"]
+__all__ = ["METADATA_PREFIX", "PRIMARY_OUTPUT", "Artifact", "BackendError", "TensorRTBuild"]

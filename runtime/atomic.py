@@ -18,7 +18,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -81,6 +81,22 @@ def staged_dir(parent: str | os.PathLike) -> Iterator[Path]:
         yield stage
     finally:
         _discard(stage)
+
+
+def publish(moves: Sequence[tuple[Path, Path]]) -> None:
+    """Rename staged files or folders into place, in order, all or none: when one rename fails, those
+    already made are removed again and the OSError is raised. The one publish step of every export:
+    put last what marks a result complete (an engine after its side file, a model's config after its
+    version folder), so a reader never finds it without the rest."""
+    done: list[Path] = []
+    try:
+        for source, target in moves:
+            os.replace(source, target)
+            done.append(Path(target))
+    except OSError:
+        for path in reversed(done):
+            _discard(path)
+        raise
 
 
 def remove_stale(folder: str | os.PathLike) -> list[Path]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from random_u2netp import RandomU2NetP, build_random_u2netp
 
-from export.verify import SOD_DIR  # the one definition (honours U2NET_SOD_DIR)
+from export.samples import SOD_DIR  # the one definition (honours U2NET_SOD_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from runtime_helpers import make_tiny_onnx
 
 from runtime import backends
-from runtime.artifact import SIDE_FORMAT, Artifact
+from runtime.artifact import SIDE_FORMAT, Artifact, TensorRTBuild
 from runtime.backends import BackendEntry, BackendError, open_backend, provider_choices
 from runtime.backends.base import Backend
 from runtime.backends.onnxrt import PROVIDERS, OnnxRuntimeBackend
@@ -22,7 +22,7 @@ from runtime.preprocess import PreprocessSpec
 FULL = Artifact(
     variant="u2netp", precision="fp16", spec=PreprocessSpec(size=288, mean=(0.5, 0.5, 0.5), divide_by_max=False),
     opset=17, outputs=("mask", "side1"), dynamic_hw=True, source="best.pth", source_sha256="ab" * 32,
-    version="0.3.0", tensorrt={"tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA L4"},
+    version="0.3.0", tensorrt=TensorRTBuild(tensorrt_version="10.13.0.35", gpu_name="NVIDIA L4"),
 )  # fmt: skip
 
 
@@ -186,3 +186,18 @@ def test_one_log_format_for_every_cli():
     assert line(logging.INFO) == "built in 2.0 s"
     assert line(logging.WARNING) == "warning: built in 2.0 s" and line(logging.ERROR) == "error: built in 2.0 s"
     assert line(logging.DEBUG) == "debug export.trt: built in 2.0 s"
+
+
+def test_first_line_quotes_one_line_of_any_message():
+    from runtime.errors import first_line
+
+    assert first_line(ValueError("\n  first\nsecond")) == "first"
+    assert first_line(ValueError("")) == "ValueError"  # an empty message: the type (no IndexError)
+    assert first_line(RuntimeError("x" * 500), 10) == "x" * 10
+    assert first_line("parser said\nmore") == "parser said" and first_line("") == "unknown error"
+
+    class ServerError(Exception):  # tritonclient's errors keep their text in .message()
+        def message(self) -> str:
+            return "model not ready\ndetails"
+
+    assert first_line(ServerError()) == "model not ready"

@@ -69,3 +69,21 @@ def test_remove_live_cleans_this_process_temporaries(tmp_path):
     atomic.remove_live()  # what a SIGTERM handler calls before exiting
     assert not tmp.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_publish_is_all_or_none(tmp_path):
+    stage, out = tmp_path / "stage", tmp_path / "out"
+    stage.mkdir()
+    out.mkdir()
+    for name in ("a.json", "a.plan"):
+        (stage / name).write_text(name)
+    (stage / "folder").mkdir()
+    (stage / "folder" / "x").write_text("x")
+    atomic.publish([(stage / "a.json", out / "a.json"), (stage / "folder", out / "1"), (stage / "a.plan", out / "a.plan")])
+    assert sorted(p.name for p in out.iterdir()) == ["1", "a.json", "a.plan"] and (out / "1" / "x").read_text() == "x"
+
+    (stage / "b.json").write_text("side")
+    (stage / "c.json").write_text("side")
+    with pytest.raises(OSError):  # the second target's folder does not exist: the first rename is undone
+        atomic.publish([(stage / "b.json", out / "b.json"), (stage / "c.json", out / "missing" / "c.json")])
+    assert not (out / "b.json").exists() and sorted(p.name for p in out.iterdir()) == ["1", "a.json", "a.plan"]

@@ -22,7 +22,8 @@ from random_u2netp import SIZE as TEST_SIZE
 from export import to_onnx
 from export.errors import ExportError
 from export.onnx import MAX_OPSET, MIN_OPSET, SIDE_NAMES, project_version
-from export.verify import TOLERANCES, ParityCheck, Tolerance, sample_images
+from export.samples import sample_images
+from export.verify import TOLERANCES, ParityCheck, Tolerance
 from runtime.artifact import Artifact
 from runtime.backends.onnxrt import OnnxRuntimeBackend
 from runtime.preprocess import PreprocessSpec

@@ -10,10 +10,11 @@ import onnx
 import pytest
 
 from export.errors import ExportError
-from export.int8 import calibration_images, int8_path
+from export.samples import calibration_images
 from export.to_onnx import main as to_onnx_main
 from export.to_onnx import run_export
 from runtime.artifact import Artifact
+from runtime.names import int8_path
 from runtime.onnx_props import OnnxPropsError, read_onnx_props
 from runtime.preprocess import preprocess
 from train.synthetic import make_sample

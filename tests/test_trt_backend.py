@@ -20,7 +20,8 @@ from fake_tensorrt import FakeCudaRuntime, FakeGpu, install_tensorrt
 from export.trt import BuildOptions, Profile, build_engine
 from runtime.backends import open_backend
 from runtime.backends.base import BackendError
-from runtime.backends.trt import TensorRTBackend, side_file
+from runtime.backends.trt import TensorRTBackend
+from runtime.names import side_file
 
 SIZE = 64
 VERSIONS = ["10.13.0.35", "11.4.0.106"]
@@ -155,7 +156,7 @@ def test_old_side_files_still_load(tmp_path, monkeypatch, onnx_pair):
     side_file(plan).write_text(json.dumps(old_side_file(new, onnx_pair[1])))
     with TensorRTBackend(plan) as backend:
         assert backend.artifact == expected and backend.describe() == text
-        assert backend.artifact.tensorrt["tensorrt_version"] == new["tensorrt"]["tensorrt_version"]
+        assert backend.artifact.tensorrt.tensorrt_version == new["tensorrt"]["tensorrt_version"]
         assert backend.run(images(2)).shape == (2, 1, SIZE, SIZE)
 
 

@@ -24,9 +24,10 @@ from fake_tensorrt import CACHE_MAGIC, FakeCudaRuntime, FakeGpu, install_tensorr
 
 from export.errors import ExportError
 from export.onnx import read_artifact
-from export.to_trt import default_output, main
+from export.to_trt import main
 from export.trt import BuildOptions, Profile, build_engine, check_batches, plan_precision, require_tensorrt
 from runtime.artifact import Artifact
+from runtime.names import plan_path
 from runtime.preprocess import PreprocessSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -382,9 +383,9 @@ def test_bad_arguments_are_usage_errors(capsys, tmp_path):
 
 
 def test_default_output_names():
-    assert default_output(Path("runs/best.pth")) == Path("runs/best.plan")
-    assert default_output(Path("m/u2net.onnx")) == Path("m/u2net.plan")
-    assert default_output(Path("m/u2net.fp16.onnx")) == Path("m/u2net.plan")
+    assert plan_path(Path("runs/best.pth")) == Path("runs/best.plan")
+    assert plan_path(Path("m/u2net.onnx")) == Path("m/u2net.plan")
+    assert plan_path(Path("m/u2net.fp16.onnx")) == Path("m/u2net.plan")
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,11 @@ import pytest
 from fake_tensorrt import install_tensorrt
 
 from export.errors import ExportError
-from export.int8 import Calibration, calibration_images, convert_to_int8, int8_path
-from export.to_trt import default_output, main
+from export.int8 import Calibration, convert_to_int8
+from export.samples import calibration_images, sample_images
+from export.to_trt import main
 from export.trt import plan_precision
-from export.verify import sample_images
+from runtime.names import int8_path, plan_path
 
 STRONGLY_TYPED_10 = 1 << 1  # NetworkDefinitionCreationFlag.STRONGLY_TYPED is bit 1 in TensorRT 10
 
@@ -163,4 +164,4 @@ def test_precision_plan_for_int8(qdq_files):
 
 def test_default_output_strips_every_derived_tag():
     for name in ("m.onnx", "m.fp16.onnx", "m.int8.onnx", "m.int8-ort.onnx", "m.pth"):
-        assert default_output(Path("d") / name) == Path("d/m.plan")
+        assert plan_path(Path("d") / name) == Path("d/m.plan")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from runtime.atomic import atomic_path
+from runtime.errors import first_line
 from runtime.preprocess import PreprocessSpec
 from train.model import MODEL_NAMES, U2Net, build_model, build_model_from_args
 
@@ -120,9 +121,8 @@ def _read(path: Path) -> Any:
             f"{path}: refused: it holds pickled objects other than tensors, which could run code{detail}"
         ) from None
     except Exception as exc:  # torch raises many types for garbage input; all mean "unreadable"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {first[:160]}"
+            f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {first_line(exc, 160)}"
         ) from None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from runtime.backends.base import Backend, BackendClosed, BackendError, BatchError
 from runtime.backends.onnxrt import PROVIDERS as ONNXRUNTIME_PROVIDERS
+from runtime.names import engine_location, is_url, url_scheme
 
 PRECISION_CHOICES = ("fp32", "bf16")  # what --precision takes; an INT8 file runs in INT8 on its own
 
@@ -85,8 +86,8 @@ def find_backend(path: str | os.PathLike, backend: str | None = None, provider: 
                 return entry
         raise BackendError(f"{path}: unknown backend {backend!r}; choose {', '.join(backend_names())}")
     text = os.fspath(path)
-    if "://" in text:
-        scheme = text.split("://", 1)[0].lower() + "://"
+    if is_url(text):
+        scheme = url_scheme(text) + "://"
         for entry in BACKENDS:
             if entry.default and scheme in entry.schemes:
                 return entry
@@ -115,8 +116,7 @@ def open_backend(
     A backend refuses options it cannot honour with a BackendError.
     """
     entry = find_backend(path, backend, provider)
-    target = path if "://" in os.fspath(path) else Path(path)
-    return entry.load()(target, provider=provider, threads=threads, precision=precision)
+    return entry.load()(engine_location(path), provider=provider, threads=threads, precision=precision)
 
 
 __all__ = [

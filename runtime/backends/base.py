@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from runtime.artifact import PRIMARY_OUTPUT, Artifact
-from runtime.errors import BackendClosed, BackendError, BatchError
+from runtime.errors import BackendClosed, BackendError, BatchError, first_line
+from runtime.names import engine_location
 from runtime.preprocess import PreprocessSpec
 
 GPU_PREFERRED_BATCH = 8  # engines on a GPU: enough to fill it for U²-Net at 320x320
@@ -38,7 +39,7 @@ class Backend(ABC):
     name: str = "backend"  # the registry's name: "onnxruntime", "tensorrt", ...
 
     def __init__(self, path: str | os.PathLike, artifact: Artifact | None = None) -> None:
-        self.path: Path | str = path if isinstance(path, str) and "://" in path else Path(path)
+        self.path: Path | str = engine_location(path)
         self._artifact = artifact or Artifact()
         self.max_batch: int = 1
         self.output_names: tuple[str, ...] = (PRIMARY_OUTPUT,)
@@ -155,11 +156,6 @@ def require_file(path: Path) -> None:
         raise BackendError(f"{path}: no such engine file")
     if path.stat().st_size == 0:
         raise BackendError(f"{path}: engine file is empty (0 bytes)")
-
-
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (library errors are often pages long)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
 __all__ = ["Backend", "BackendClosed", "BackendError", "BatchError", "first_line", "require_file"]

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.errors import first_line
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install cuda-python (or pycuda)"
@@ -242,6 +244,6 @@ def open_cuda() -> CudaPython | PyCuda:
         importlib.import_module("pycuda.autoprimaryctx")  # makes the primary context current
     except Exception as exc:  # pycuda raises its own errors here when there is no driver or GPU
         raise CudaUnavailable(
-            f"pycuda cannot open a CUDA context: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+            f"pycuda cannot open a CUDA context: {first_line(exc)}"
         ) from None
     return PyCuda(driver)

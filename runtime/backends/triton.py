@@ -26,6 +26,7 @@ import numpy as np
 
 from runtime.artifact import METADATA_PREFIX, Artifact
 from runtime.backends.base import Backend, BackendError
+from runtime.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ SCHEMES = ("grpc", "http")
 INSTALL_HINT = "pip install 'tritonclient[grpc,http]' (this project's extra: '.[triton]')"
 _WIRE_TYPES = {"TYPE_FP32": ("FP32", np.float32), "TYPE_FP16": ("FP16", np.float16)}
 _RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "503", "502")
-
-
-def is_triton_url(engine: object) -> bool:
-    return isinstance(engine, str) and engine.split("://", 1)[0].lower() in SCHEMES and "://" in engine
 
 
 @dataclass(frozen=True)
@@ -70,11 +67,6 @@ def _import_client(scheme: str, url: str) -> Any:
     except ImportError as exc:
         raise BackendError(f"{url}: the Triton client is not installed ({exc.name}); {INSTALL_HINT}") from None
     return client
-
-
-def _first_line(exc: BaseException) -> str:
-    text = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
-    return ((text or type(exc).__name__).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _status(exc: BaseException) -> str:
@@ -187,7 +179,7 @@ class TritonBackend(Backend):
             try:
                 return fn(self._client())
             except Exception as exc:
-                status, line = _status(exc), _first_line(exc)
+                status, line = _status(exc), first_line(exc)
                 if "DEADLINE_EXCEEDED" in status or "timed out" in line.lower() or isinstance(exc, TimeoutError):
                     # Not retried: the server may still be working on it, and a retry would double its load.
                     raise BackendError(f"{self.url}: no answer to {what} within {self.timeout_s:g} s") from None

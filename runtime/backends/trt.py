@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.artifact import Artifact
+from runtime.artifact import Artifact, TensorRTBuild
 from runtime.backends.base import Backend, BackendError, require_file
 from runtime.backends.cuda import CudaError, DeviceBuffer, HostBuffer, Stream, open_cuda
 from runtime.backends.gpu_support import check_gpu_stack
+from runtime.names import side_file
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("tensorrt")  # what the TensorRT library itself says
@@ -34,7 +35,6 @@ INSTALL_HINT = (
     "install it with this project's extra for your driver: pip install '.[tensorrt-cu12]' or "
     "'.[tensorrt-cu13]' (the major of nvidia-smi's CUDA Version)"
 )
-SIDE_SUFFIX = ".json"
 
 
 def import_tensorrt() -> ModuleType | None:
@@ -79,12 +79,6 @@ def make_logger(trt: ModuleType) -> Any:
     return LoggingLogger()
 
 
-def side_file(engine_path: str | Path) -> Path:
-    """``X.plan`` -> ``X.plan.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + SIDE_SUFFIX)
-
-
 def read_side_file(engine_path: Path) -> Artifact:
     """The engine's artifact from its side file; BackendError naming the file when it is missing or unusable."""
     path = side_file(engine_path)
@@ -120,7 +114,7 @@ class TensorRTBackend(Backend):
         self._artifact = read_side_file(self.path)
         if precision not in (None, self._artifact.precision):
             raise BackendError(f"{self.path}: is a {self._artifact.precision} engine, not {precision}")
-        self.build = dict(self._artifact.tensorrt or {})
+        self.build = self._artifact.tensorrt or TensorRTBuild()
         trt = import_tensorrt()
         if trt is None:
             raise BackendError(f"{self.path}: TensorRT is not installed ({INSTALL_HINT})")
@@ -136,7 +130,7 @@ class TensorRTBackend(Backend):
         except CudaError as exc:
             self.close()
             raise BackendError(f"{self.path}: {exc}") from None
-        log.info("%s", self.describe())
+        log.debug("%s", self.describe())  # the caller (Remover) logs what runs, once
 
     # -- loading -----------------------------------------------------------------------------
     def _load(self, trt: ModuleType) -> None:
@@ -180,8 +174,8 @@ class TensorRTBackend(Backend):
 
     def _why_unloadable(self, trt: ModuleType) -> str:
         """The likely reason, from what the side file says about the build."""
-        built_version = self.build.get("tensorrt_version")
-        built_gpu, built_cc = self.build.get("gpu_name", "?"), self.build.get("compute_capability")
+        built_version = self.build.tensorrt_version
+        built_gpu, built_cc = self.build.gpu_name or "?", self.build.compute_capability
         if built_version and built_version != str(trt.__version__):
             return f"it was built with TensorRT {built_version}, and engines only load on the version that built them"
         if built_cc and built_cc != self.gpu.compute_capability:
