@@ -29,21 +29,22 @@ import numpy as np
 
 from benchmarks.common import hardware_header
 from runtime import codecs
+from runtime.io import read_image
 
 LARGE_SIZE = (4032, 3024)
 
 
 def make_photos(n: int) -> list[tuple[bytes, np.ndarray]]:
     """``n`` (JPEG bytes, object mask at full size) pairs."""
-    from export.verify import SOD_DIR
+    from export.samples import sod_mask, sod_photos
 
     rng = np.random.default_rng(0)
     pairs = []
-    paths = sorted((SOD_DIR / "images").glob("*.jpg"))[:n] if (SOD_DIR / "images").is_dir() else []
+    paths = sod_photos(n)
     for i in range(n):
         if i < len(paths):
-            bgr = cv2.imread(str(paths[i]))
-            mask = cv2.imread(str(SOD_DIR / "masks" / f"{paths[i].stem}.png"), cv2.IMREAD_GRAYSCALE)
+            bgr = read_image(paths[i], order="bgr")[0]
+            mask = read_image(sod_mask(paths[i]), order="gray")[0]
         else:
             from train.synthetic import make_sample
 
@@ -58,7 +59,7 @@ def make_photos(n: int) -> list[tuple[bytes, np.ndarray]]:
 
 
 def cutout(bgr: np.ndarray, alpha: np.ndarray, colours: str) -> np.ndarray:
-    from runtime.api import apply_cutout
+    from runtime.render import apply_cutout
 
     return apply_cutout(bgr, alpha, colours=colours)
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--no-pillow", action="store_true", help="skip Pillow's PNG encoder (slow)")
     p.add_argument("--colours", nargs="+", choices=("visible", "exact"), default=["visible", "exact"],
-                   help="cutout colours to encode (runtime.api.apply_cutout; default: both)")
+                   help="cutout colours to encode (runtime.render.apply_cutout; default: both)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     print(hardware_header(), flush=True)

@@ -41,13 +41,14 @@ import numpy as np
 
 from benchmarks.common import hardware_header, measure
 from benchmarks.runners import cached_int8, cached_onnx
-from export.verify import SOD_DIR, sample_images
+from export.samples import SOD_DIR, sample_images
 from runtime import allocator, codecs
-from runtime.api import Remover, apply_cutout
+from runtime.api import Remover
 from runtime.argtypes import positive_int
-from runtime.io import EncodeOptions, encode_image, read_image, write_atomic
+from runtime.io import read_image, write_atomic
 from runtime.pipeline import Pipeline, images_alive
 from runtime.preprocess import postprocess, resize_to_input
+from runtime.render import RenderOptions, draw, encode
 
 LARGE_SIZE = (4032, 3024)  # 12.2 MP, a phone camera's frame
 
@@ -98,7 +99,7 @@ def run_rembg(onnx: Path, photos: list[Path], out: Path) -> float:
 
 
 def run_ours(remover: Remover, inputs: list[str], out: Path, mode: str) -> float:
-    summary = Pipeline(remover, out, mode=mode, progress=False).run(inputs)
+    summary = Pipeline(remover, out, options=RenderOptions(mode=mode), progress=False).run(inputs)
     if summary.failed:
         raise RuntimeError(f"runtime pipeline failed on {summary.failed} inputs")
     return summary.seconds
@@ -132,10 +133,10 @@ def _one_cutout(remover: Remover, photo: Path, target: Path) -> dict[str, float]
     lap("preprocess")
     probability = remover.predict(model_input[None])[0]
     lap("inference")
-    options = EncodeOptions()
-    rgba = apply_cutout(image, postprocess(probability, shape), colours=options.colours)
+    options = RenderOptions()
+    rgba = draw(image, postprocess(probability, shape), options)
     lap("postprocess")
-    data = encode_image(rgba, options)
+    data = encode(rgba, options)
     lap("encode")
     write_atomic(target, data)
     lap("write")

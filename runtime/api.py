@@ -1,93 +1,53 @@
 """One-call Python API: ``Remover("u2netp.onnx").cutout(image)``.
 
 Images are RGB numpy arrays (gray, RGBA and 16-bit arrays are accepted too), file paths or
-encoded bytes. Pre- and postprocessing come from ``runtime.preprocess``; the engine's own
-metadata decides the input size and normalisation.
+encoded bytes (``bytes``, ``bytearray``, ``memoryview``). Pre- and postprocessing come from
+``runtime.preprocess``, drawing and encoding from ``runtime.render``; the engine's own metadata
+decides the input size and normalisation.
 
     from runtime.api import Remover
+    from runtime.render import RenderOptions
     with Remover("u2netp.onnx") as remover:
         rgba = remover.cutout("photo.jpg")            # H x W x 4, straight alpha
         mask = remover.mask(rgb_array)                # H x W uint8
-        card = remover.composite("photo.jpg", "#00ff00")
+        card = remover.composite("photo.jpg", "#00ff00", decontaminate=True)
+        png = remover.render("photo.jpg", RenderOptions(mode="mask"))  # the CLI's file, as bytes
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from runtime.backends import Backend, BackendError, open_backend
+from runtime.errors import first_line
 from runtime.io import DEFAULT_MAX_PIXELS, read_image
 from runtime.memory import available_memory, bytes_per_image, cpu_batch_limit
 from runtime.preprocess import postprocess, prepare_input, to_rgb8
+from runtime.render import (
+    COLOR_NAMES,
+    CUTOUT_COLOURS,
+    Backdrop,
+    BackgroundLike,
+    RenderOptions,
+    apply_composite,
+    apply_cutout,
+    check_color,
+    draw,
+    encode,
+    fit_background,
+    parse_color,
+)
 
 log = logging.getLogger(__name__)
 
-ImageLike = np.ndarray | str | os.PathLike | bytes
-
-COLOR_NAMES: dict[str, tuple[int, int, int]] = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-    "red": (255, 0, 0),
-    "green": (0, 255, 0),  # green-screen green, not CSS's dark (0, 128, 0)
-    "blue": (0, 0, 255),
-    "yellow": (255, 255, 0),
-    "cyan": (0, 255, 255),
-    "magenta": (255, 0, 255),
-}
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    """'white', '#RRGGBB', '#RGB' or 'R,G,B' -> (r, g, b); ValueError with a helpful message otherwise."""
-    value = text.strip().lower()
-    if value in COLOR_NAMES:
-        return COLOR_NAMES[value]
-    if re.fullmatch(r"#[0-9a-f]{6}", value):
-        return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
-    if re.fullmatch(r"#[0-9a-f]{3}", value):
-        return tuple(int(c * 2, 16) for c in value[1:])  # type: ignore[return-value]
-    parts = value.split(",")
-    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
-        return tuple(int(p) for p in parts)  # type: ignore[return-value]
-    raise ValueError(f"not a colour: {text!r} (use a name like {', '.join(list(COLOR_NAMES)[:4])}, #RRGGBB or R,G,B)")
-
-
-Background = tuple[int, int, int] | Path | np.ndarray | bytes
-
-
-def resolve_background(value: str | os.PathLike | Sequence[int] | np.ndarray | bytes) -> Background:
-    """The one rule for a composite background: a string naming an existing file, a path, an array
-    or encoded bytes is an image; any other string is a colour (``parse_color``); a sequence is
-    (r, g, b), checked by ``check_color``. ValueError when a string is neither a file nor a colour."""
-    if isinstance(value, np.ndarray | bytes | bytearray):
-        return value
-    if isinstance(value, str):
-        if Path(value).is_file():
-            return Path(value)
-        try:
-            return parse_color(value)
-        except ValueError as exc:
-            raise ValueError(f"{exc}, and no such image file") from None
-    if isinstance(value, os.PathLike):
-        return Path(value)
-    return check_color(value)
-
-
-def check_color(color: Sequence[int]) -> tuple[int, int, int]:
-    """(r, g, b) with each a whole number 0..255, or ValueError naming the bad colour."""
-    values = tuple(color)
-    if len(values) != 3 or not all(isinstance(v, int | np.integer) and 0 <= v <= 255 for v in values):
-        raise ValueError(f"not a colour: {color!r}; expected (r, g, b) with whole numbers 0..255")
-    return tuple(int(v) for v in values)  # type: ignore[return-value]
+ImageLike = np.ndarray | str | os.PathLike | bytes | bytearray | memoryview
+_ENCODED_OR_PATH = (str, os.PathLike, bytes, bytearray, memoryview)
 
 
 @dataclass
@@ -99,70 +59,6 @@ class Prepared:
     shape: tuple[int, int]  # full (height, width)
     image: np.ndarray | None = None
 
-
-CUTOUT_COLOURS = ("original", "exact", "visible")
-
-
-def _visible_bits() -> np.ndarray:
-    """alpha -> the colour bits a viewer can see under it: the top bit_length(alpha) bits, none at 0.
-
-    Composited over any background, dropping the rest moves a pixel by at most
-    (2^(8-k) - 1)(2^k - 1)/255 < 0.89 of one 8-bit level, k = bit_length(alpha): less than the
-    composite's own rounding. At alpha 255 all 8 bits stay; at alpha 1, one.
-    """
-    keep = [0] + [(0xFF << (8 - alpha.bit_length())) & 0xFF for alpha in range(1, 256)]
-    return np.array(keep, np.uint8)
-
-
-_VISIBLE_BITS = _visible_bits()
-
-
-def apply_cutout(image: np.ndarray, mask: np.ndarray, *, colours: str = "original") -> np.ndarray:
-    """3-channel uint8 image + mask -> 4-channel image (same channel order) with straight alpha = mask.
-
-    ``colours`` says what is kept under the alpha (the alpha itself is the mask in every case):
-
-    - "original": every pixel keeps its colour, even where alpha is 0 (what the API returns);
-    - "exact": fully transparent pixels, which no viewer shows, are zeroed; the rest are exact;
-    - "visible": each colour keeps only the bits its alpha lets show (``_visible_bits``), so a
-      composite over any background stays within one level of "exact"'s, and the file writer's
-      default: semi-transparent backgrounds then compress to about half (README, "Codecs").
-    """
-    if colours == "exact":
-        image = cv2.bitwise_and(image, image, mask=mask)
-    elif colours == "visible":
-        keep = cv2.LUT(mask, _VISIBLE_BITS)
-        image = cv2.bitwise_and(image, cv2.merge((keep, keep, keep)))
-    elif colours != "original":
-        raise ValueError(f"colours must be one of {', '.join(CUTOUT_COLOURS)}, not {colours!r}")
-    out = np.empty((*image.shape[:2], 4), np.uint8)
-    cv2.mixChannels([image, mask], [out], [0, 0, 1, 1, 2, 2, 3, 3])  # 3x faster than cv2.merge on 12 MP
-    return out
-
-
-def fit_background(background: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Scale a background to cover (height, width) without distortion, then crop the centre."""
-    height, width = shape
-    bh, bw = background.shape[:2]
-    scale = max(height / bh, width / bw)
-    new_w, new_h = max(width, round(bw * scale)), max(height, round(bh * scale))
-    if (new_h, new_w) != (bh, bw):
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        background = cv2.resize(background, (new_w, new_h), interpolation=interp)
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    return background[top : top + height, left : left + width]
-
-
-def apply_composite(image: np.ndarray, mask: np.ndarray, background: np.ndarray | Sequence[int]) -> np.ndarray:
-    """Blend a 3-channel uint8 image over a colour (in the image's channel order) or a background image
-    (same channel order, any size: fitted with ``fit_background``), using the mask as straight alpha."""
-    if isinstance(background, np.ndarray):
-        bg = fit_background(to_rgb8(background), image.shape[:2])
-    else:
-        bg = np.empty_like(image)
-        bg[:] = np.asarray(check_color(background), np.uint8)
-    alpha = mask.astype(np.float32) * np.float32(1 / 255)
-    return cv2.blendLinear(image, np.ascontiguousarray(bg), alpha, 1.0 - alpha)
 
 
 def _fit_memory(requested: int, batch_size: int, input_size: int) -> int:
@@ -180,14 +76,15 @@ def _fit_memory(requested: int, batch_size: int, input_size: int) -> int:
 class Remover:
     """An engine plus the official pre/postprocessing. Thread-compatible, not thread-safe: one per thread.
 
-    ``engine``: ``.onnx`` (ONNX Runtime) or ``.plan``/``.engine`` (TensorRT). ``provider``: ``cpu``,
+    ``engine``: ``.onnx`` (OpenVINO or ONNX Runtime), ``.plan``/``.engine`` (TensorRT) or a Triton server's
+    ``grpc://HOST:PORT/MODEL`` / ``http://...`` (thread-safe: one ``Remover`` may serve many threads). ``provider``: ``cpu``,
     ``cuda`` or ``tensorrt`` for ONNX files (None = CUDA when available, else CPU); an unavailable
     provider raises ``BackendError``, as does an engine that fails a test inference. ``threads``: ONNX
     Runtime intra-op threads. ``batch_size``: images per engine call, capped by the engine's profile
     (default: the backend's ``preferred_batch``: a TensorRT profile's optimum, 8 on CUDA, 1 on a CPU;
     on a CPU a batch that would not fit in memory is reduced, with one line saying so).
     ``max_pixels``: larger image files are refused before decoding. ``backend``: a name from
-    ``runtime.backends.BACKENDS`` (``onnxruntime``, ``openvino``, ``tensorrt``) instead of the default:
+    ``runtime.backends.BACKENDS`` (``openvino``, ``onnxruntime``, ``tensorrt``, ``triton``) instead of the default:
     by the engine's suffix, and for ``.onnx`` on a CPU the fastest installed (OpenVINO where present).
     ``precision``: ``fp32`` or ``bf16`` for backends that choose one (OpenVINO; None = BF16 where the
     CPU computes it natively, else FP32); the log line names the backend and the precision that runs.
@@ -228,8 +125,7 @@ class Remover:
         try:
             out = self.backend.run(np.zeros((1, 3, size, size), np.float32))
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"{path}: engine fails on a {size}x{size} test image: {first[:200]}") from None
+            raise BackendError(f"{path}: engine fails on a {size}x{size} test image: {first_line(exc)}") from None
         if getattr(out, "shape", None) != (1, 1, size, size):
             raise BackendError(
                 f"{path}: engine returns shape {getattr(out, 'shape', type(out).__name__)}, "
@@ -260,7 +156,7 @@ class Remover:
             rgb = self.load(image)
             full = rgb if keep == "rgb" else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if keep == "bgr" else None
             return Prepared(self.prepare(rgb), rgb.shape[:2], full)
-        if not isinstance(image, str | os.PathLike | bytes | bytearray):
+        if not isinstance(image, _ENCODED_OR_PATH):
             raise TypeError(f"expected an RGB array, a path or bytes, not {type(image).__name__}")
         order = keep or "bgr"  # BGR is what the decoder gives without a conversion
         pixels, shape = read_image(image, max_pixels=self.max_pixels, order=order,
@@ -277,7 +173,7 @@ class Remover:
         """
         if isinstance(image, np.ndarray):
             return to_rgb8(image)
-        if isinstance(image, str | os.PathLike | bytes | bytearray):
+        if isinstance(image, _ENCODED_OR_PATH):
             return read_image(image, max_pixels=self.max_pixels)[0]
         raise TypeError(f"expected an RGB array, a path or bytes, not {type(image).__name__}")
 
@@ -302,19 +198,44 @@ class Remover:
         """Saliency mask, uint8 H x W, the image's size."""
         return self.masks([image])[0]
 
-    def cutout(self, image: ImageLike) -> np.ndarray:
-        """RGBA uint8 H x W x 4: the original colours, alpha = mask (straight, not premultiplied)."""
-        prepared = self.load_prepared(image)
-        return apply_cutout(prepared.image, self._masks_of([prepared])[0])
+    def cutout(self, image: ImageLike, *, decontaminate: bool = False) -> np.ndarray:
+        """RGBA uint8 H x W x 4: the original colours, alpha = mask (straight, not premultiplied).
 
-    def composite(self, image: ImageLike, background: str | Sequence[int] | ImageLike = "white") -> np.ndarray:
+        ``decontaminate``: re-estimate the colours under partial alpha so the old background does not
+        bleed into hair and soft edges (``runtime.matting``)."""
+        options = RenderOptions(mode="cutout", colours="original", decontaminate=decontaminate)
+        prepared = self.load_prepared(image)
+        return draw(prepared.image, self._masks_of([prepared])[0], options, "rgb")
+
+    def composite(self, image: ImageLike, background: BackgroundLike = "white", *,
+                  decontaminate: bool = False) -> np.ndarray:  # fmt: skip
         """RGB uint8: the image blended over a colour ('white', '#RRGGBB', 'R,G,B', (r, g, b)) or a
         background image (array, path or bytes; scaled to cover and centre-cropped)."""
-        background = resolve_background(background)
-        if not isinstance(background, tuple):
-            background = self.load(background)
+        backdrop = Backdrop.of(background, max_pixels=self.max_pixels)
+        options = RenderOptions(mode="composite", background=backdrop, decontaminate=decontaminate)
         prepared = self.load_prepared(image)
-        return apply_composite(prepared.image, self._masks_of([prepared])[0], background)
+        return draw(prepared.image, self._masks_of([prepared])[0], options, "rgb")
+
+    def render(self, image: ImageLike, options: RenderOptions | None = None) -> bytes:
+        """The encoded output file for one image, exactly as ``python -m runtime.infer`` and the HTTP
+        endpoint make it for the same options (default: a PNG cutout)."""
+        options = options or RenderOptions()
+        prepared = self.load_for(image, options)
+        return self.output(prepared, self.predict(prepared.model_input[None])[0], options)
+
+    # --- the one load -> run -> render path, in the steps the file pipeline runs on its threads ---
+
+    def load_for(self, image: ImageLike, options: RenderOptions) -> Prepared:
+        """Load what ``options`` needs: the full-resolution colours in OpenCV's order (what the encoders
+        take), or none for masks (a large JPEG then decodes at reduced scale)."""
+        return self.load_prepared(image, keep="bgr" if options.needs_colours else None)
+
+    def output(self, prepared: Prepared, probability: np.ndarray, options: RenderOptions) -> bytes:
+        """Probability map -> mask -> picture -> encoded bytes (``runtime.render``)."""
+        mask = postprocess(probability, prepared.shape)
+        picture = draw(prepared.image, mask, options, "bgr")
+        prepared.image = None  # the full-resolution copy can go before the (slow) encode
+        return encode(picture, options)
 
     def _require_open(self) -> None:
         if self._closed:
@@ -330,3 +251,10 @@ class Remover:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# The drawing helpers live in runtime.render; they stay importable from here, where they started.
+__all__ = [
+    "COLOR_NAMES", "CUTOUT_COLOURS", "Backdrop", "ImageLike", "Prepared", "Remover", "RenderOptions", "apply_composite",
+    "apply_cutout", "check_color", "fit_background", "parse_color",
+]  # fmt: skip

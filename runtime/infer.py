@@ -15,13 +15,14 @@ import sys
 from collections.abc import Sequence
 
 from runtime import allocator, atomic
-from runtime.api import COLOR_NAMES, Background, Remover, resolve_background
+from runtime.api import Remover
 from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError, add_backend_arguments
-from runtime.io import COLOUR_PNG_LEVEL, DEFAULT_MAX_PIXELS, MASK_PNG_LEVEL, OUTPUT_FORMATS, EncodeOptions, ImageError
+from runtime.io import DEFAULT_MAX_PIXELS, ImageError
 from runtime.logs import setup_logging
-from runtime.pipeline import IO_THREADS, MODES, Pipeline
+from runtime.pipeline import IO_THREADS, Pipeline
 from runtime.quiet import library_lines_filtered
+from runtime.render import COLOR_NAMES, COLOUR_PNG_LEVEL, FORMATS, MASK_PNG_LEVEL, MODES, Backdrop, RenderOptions
 from runtime.shard import Shard
 from runtime.signals import interrupted, sigterm_as_interrupt
 
@@ -41,24 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a Triton server's grpc://HOST:PORT/MODEL or http://HOST:PORT/MODEL")
     p.add_argument("-o", "--output", default="out", metavar="OUT_DIR",
                    help="output folder, created if needed (default: ./out)")
-    p.add_argument("--mode", choices=MODES, default="cutout",
-                   help="mask: 8-bit grayscale mask; cutout: RGBA with the original colours and the mask as "
-                   "alpha; composite: the image over --bg (default: cutout)")
+    p.add_argument("--mode", choices=MODES, default=RenderOptions.mode,
+                   help="; ".join(f"{m.name}: {m.help}" for m in MODES.values()) + " (default: %(default)s)")
     p.add_argument("--bg", default="white", metavar="COLOR|IMAGE",
                    help=f"composite background: a colour ({', '.join(COLOR_NAMES)}, #RRGGBB, R,G,B) or an image "
                    "file, scaled to cover and centre-cropped (default: white)")
-    p.add_argument("--format", choices=OUTPUT_FORMATS, default="png", help="output file format (default: png)")
+    p.add_argument("--format", choices=FORMATS, default=RenderOptions.format,
+                   help="output file format (default: %(default)s)")
     p.add_argument("--png-level", type=int_in_range(0, 12), metavar="0-12",
                    help="PNG compression: 1-12 are libdeflate's levels, smaller and slower as they rise; 0 is "
                    "the fastest writer (ISA-L: about half the time of 1, colour files about 7%% larger); see the "
                    f"README's codec tables (default: {COLOUR_PNG_LEVEL} for cutouts and composites, "
                    f"{MASK_PNG_LEVEL} for masks)")
-    p.add_argument("--quality", type=int_in_range(1, 100), default=EncodeOptions.quality, metavar="1-100",
+    p.add_argument("--quality", type=int_in_range(1, 100), default=RenderOptions.quality, metavar="1-100",
                    help="WebP quality; 100 = lossless (default: %(default)s)")
-    p.add_argument("--colours", choices=("visible", "exact"), default=EncodeOptions.colours,
+    p.add_argument("--colours", choices=("visible", "exact"), default=RenderOptions.colours,
                    help="cutout colours under a semi-transparent alpha: visible keeps what a viewer can see "
                    "(composites within one level of exact, files much smaller where the mask is faint); exact "
                    "keeps every bit (default: %(default)s)")
+    p.add_argument("--decontaminate", action=argparse.BooleanOptionalAction, default=RenderOptions.decontaminate,
+                   help="cutouts and composites: re-estimate the colours under partial alpha so the old background "
+                   "does not bleed into hair and soft edges (default: %(default)s)")
     add_backend_arguments(p)
     p.add_argument("--batch-size", type=positive_int, metavar="N",
                    help="images per engine call, capped by the engine's profile (default: the TensorRT profile's "
@@ -70,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=Shard.parse, metavar="K/N",
                    help="process only shard K of N (1 <= K <= N), split by relative path: N jobs with the same "
                    "arguments (a Kubernetes indexed Job, a Slurm array) cover every input exactly once")
-    p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output file already exists")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose output is already a complete file of --format (a 0-byte, cut or foreign "
+                   "file is made again, with a line saying so)")
     p.add_argument("--release-memory", action="store_true",
                    help="hand freed memory back to the system after each image (the C library's default) instead of "
                    "keeping it for the next one: a smaller footprint, slower on large photos")
@@ -87,28 +93,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
-    background = _background(args, parser)
+    try:
+        options = _render_options(args, parser)
+    except ImageError as exc:
+        print(f"error: background image {exc}", file=sys.stderr)
+        return 2
     if not args.release_memory and allocator.keep_freed_memory():
         log.debug("malloc keeps freed memory for reuse (--release-memory to hand it back)")
     with sigterm_as_interrupt(), library_lines_filtered():
         try:
-            return _run(args, background)
+            return _run(args, options)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM by way of sigterm_as_interrupt
             return interrupted(exc, f"outputs written so far are complete, in {args.output}")
 
 
-def _background(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Background:
-    if args.mode != "composite":
-        if args.bg != parser.get_default("bg"):
-            log.warning("--bg is only used with --mode composite; ignoring it")
-        return (255, 255, 255)
+def _render_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RenderOptions:
+    """The options every output of the run is made with, before any work: a --bg that is neither a colour nor
+    a file is a usage error; a background file that cannot be read is an ImageError."""
+    if args.mode != "composite" and args.bg != parser.get_default("bg"):
+        log.warning("--bg is only used with --mode composite; ignoring it")
     try:
-        return resolve_background(args.bg)
+        background = Backdrop.of(args.bg, max_pixels=args.max_pixels) if args.mode == "composite" else None
     except ValueError as exc:
         parser.error(f"--bg: {exc}")
+    return RenderOptions(mode=args.mode, format=args.format, png_level=args.png_level, quality=args.quality,
+                         colours=args.colours, decontaminate=args.decontaminate,
+                         **({"background": background} if background else {}))  # fmt: skip
 
 
-def _run(args: argparse.Namespace, background: Background) -> int:
+def _run(args: argparse.Namespace, options: RenderOptions) -> int:
     try:  # before the engine loads or any image is decoded: a wrong -o costs nothing
         atomic.check_writable(args.output)
     except OSError as exc:
@@ -124,22 +137,9 @@ def _run(args: argparse.Namespace, background: Background) -> int:
         print(f"error: {args.engine}: cannot load its backend: {exc}", file=sys.stderr)
         return 2
     with remover:
-        try:
-            pipeline = Pipeline(
-                remover,
-                args.output,
-                mode=args.mode,
-                background=background,
-                encode=EncodeOptions(format=args.format, png_level=args.png_level, quality=args.quality,
-                                     colours=args.colours),
-                skip_existing=args.skip_existing,
-                io_threads=args.io_threads,
-                progress=not (args.no_progress or args.quiet),
-                shard=args.shard,
-            )
-        except ImageError as exc:
-            print(f"error: background image {exc}", file=sys.stderr)
-            return 2
+        pipeline = Pipeline(remover, args.output, options=options, skip_existing=args.skip_existing,
+                            io_threads=args.io_threads, progress=not (args.no_progress or args.quiet),
+                            shard=args.shard)  # fmt: skip
         summary = pipeline.run(args.inputs)
     print(summary.line(), file=sys.stderr)
     return 1 if summary.failed else 0

@@ -55,6 +55,7 @@ class _Finder:
 
     def __init__(self, out_dir: Path) -> None:
         self.walked: set[tuple[int, int]] = set()  # folders whose files were listed, over all arguments
+        self.unlistable: set[Path] = set()  # folders already reported (``**`` lists a folder twice: walk, match)
         try:  # the output folder is never searched for inputs
             st = out_dir.stat()
             self.out_id: tuple[int, int] | None = (st.st_dev, st.st_ino)
@@ -79,7 +80,9 @@ class _Finder:
             with os.scandir(folder) as it:
                 return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError as exc:
-            yield Problem(str(folder), f"cannot list this folder: {_reason(exc)}; its files are not processed")
+            if folder not in self.unlistable:
+                self.unlistable.add(folder)
+                yield Problem(str(folder), f"cannot list this folder: {_reason(exc)}; its files are not processed")
             return []
 
     def walk(self, top: Path, base: Path, *, top_level: bool = True) -> Iterator[_Found | Problem]:

@@ -13,7 +13,7 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -26,12 +26,11 @@ from runtime import atomic, codecs
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: far above any camera, far below what would exhaust memory
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
-    | {".pbm", ".pgm", ".ppm", ".pnm"}
+    | {".pbm", ".pgm", ".ppm", ".pnm", ".pfm"}
 )
 # Named in folders (never silently skipped) although no reader here decodes them: the user learns why.
 UNDECODABLE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl"})
-FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF, PNM"
-OUTPUT_FORMATS = ("png", "webp")
+FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF (and BigTIFF), PNM, PFM"
 # OpenCV >= 4.10 can decode straight to RGB; older builds decode BGR and we convert.
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -100,9 +99,22 @@ def _png(f: BinaryIO, head: bytes) -> ImageInfo | None:
 
 
 def _gif(f: BinaryIO, head: bytes) -> ImageInfo | None:
+    """The logical screen, grown to cover the first frame: a 1x1 screen may carry a 30000x30000 frame."""
     if head[:6] not in (b"GIF87a", b"GIF89a"):
         return None
     width, height = struct.unpack("<HH", head[6:10])
+    flags = head[10]
+    f.seek(13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0))  # past the global colour table
+    for _ in range(256):  # extensions before the first frame; bounded, a real file has a few
+        block = f.read(1)
+        if block == b"\x2c":  # image descriptor: left, top, width, height
+            left, top, frame_w, frame_h = struct.unpack("<HHHH", _read_exact(f, 8))
+            return ImageInfo("GIF", max(width, left + frame_w), max(height, top + frame_h))
+        if block != b"\x21":
+            break  # trailer, or a file cut short: the decoder says what is wrong with it
+        _read_exact(f, 1)  # the extension's label
+        while size := _read_exact(f, 1)[0]:  # sub-blocks until a zero length
+            f.seek(size, io.SEEK_CUR)
     return ImageInfo("GIF", width, height)
 
 
@@ -136,41 +148,60 @@ def _webp(f: BinaryIO, head: bytes) -> ImageInfo | None:
     return ImageInfo("WebP", width, height)
 
 
-def _tiff_ifd0(data: bytes, want: set[int]) -> dict[int, int]:
-    """Integer values of the wanted tags in the first IFD of a TIFF structure (also EXIF's)."""
-    order = {b"II": "<", b"MM": ">"}.get(data[:2])
-    if order is None or struct.unpack(order + "H", data[2:4])[0] != 42:
-        raise ImageError("corrupt TIFF/EXIF header")
-    (offset,) = struct.unpack(order + "I", data[4:8])
-    (count,) = struct.unpack(order + "H", data[offset : offset + 2])
+_TIFF_WIDTH, _TIFF_HEIGHT, _TIFF_ORIENTATION = 256, 257, 274
+# Classic TIFF (and EXIF) vs BigTIFF: version, offset format, count format, entry size, value format per type.
+_TIFF_LAYOUTS = {42: ("I", "H", 12, {3: "H", 4: "I"}), 43: ("Q", "Q", 20, {3: "H", 4: "I", 16: "Q"})}
+
+
+def _tiff_entries(read: Callable[[int, int], bytes], order: str, version: int, want: set[int]) -> dict[int, int]:
+    """Integer values of the wanted tags in the first IFD; ``read(offset, n)`` reads the structure's bytes."""
+    offset_fmt, count_fmt, entry_size, values = _TIFF_LAYOUTS[version]
+    head = 8 if version == 42 else 16
+    (offset,) = struct.unpack(order + offset_fmt, read(head - struct.calcsize(offset_fmt), struct.calcsize(offset_fmt)))
+    (count,) = struct.unpack(order + count_fmt, read(offset, struct.calcsize(count_fmt)))
+    table = read(offset + struct.calcsize(count_fmt), entry_size * min(count, 4096))
     found = {}
-    for i in range(count):
-        entry = data[offset + 2 + 12 * i : offset + 14 + 12 * i]
-        if len(entry) < 12:
-            break
+    for i in range(len(table) // entry_size):
+        entry = table[entry_size * i : entry_size * (i + 1)]
         tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag in want and kind in (3, 4):  # SHORT or LONG, stored inline
-            found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8 : 10 if kind == 3 else 12])[0]
+        if tag in want and kind in values:  # SHORT, LONG (or BigTIFF's LONG8), stored inline
+            value_at = 8 if version == 42 else 12
+            found[tag] = struct.unpack(order + values[kind], entry[value_at : value_at + struct.calcsize(values[kind])])[0]
     return found
 
 
+def _tiff_order(data: bytes) -> tuple[str, int]:
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 4 or struct.unpack(order + "H", data[2:4])[0] not in _TIFF_LAYOUTS:
+        raise ImageError("corrupt TIFF/EXIF header")
+    return order, struct.unpack(order + "H", data[2:4])[0]
+
+
+def _tiff_ifd0(data: bytes, want: set[int]) -> dict[int, int]:
+    """Integer values of the wanted tags in the first IFD of a TIFF structure held in memory (EXIF's)."""
+    order, version = _tiff_order(data)
+    return _tiff_entries(lambda at, n: data[at : at + n], order, version, want)
+
+
 def _tiff(f: BinaryIO, head: bytes) -> ImageInfo | None:
-    if head[:4] not in (b"II*\x00", b"MM\x00*"):
+    if head[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic TIFF, BigTIFF
         return None
-    order = "<" if head[:2] == b"II" else ">"
-    (offset,) = struct.unpack(order + "I", head[4:8])
-    f.seek(offset)
-    (count,) = struct.unpack(order + "H", _read_exact(f, 2))
-    entries = _read_exact(f, 12 * min(count, 4096))
-    # Rebuild a tiny TIFF holding just this IFD so one parser serves TIFF files and EXIF blocks.
-    tags = _tiff_ifd0(head[:4] + struct.pack(order + "I", 8) + struct.pack(order + "H", count) + entries, {256, 257})
-    if 256 not in tags or 257 not in tags:
+
+    def read(at: int, n: int) -> bytes:
+        f.seek(at)
+        return _read_exact(f, n)
+
+    order, version = _tiff_order(head)
+    tags = _tiff_entries(read, order, version, {_TIFF_WIDTH, _TIFF_HEIGHT, _TIFF_ORIENTATION})
+    if _TIFF_WIDTH not in tags or _TIFF_HEIGHT not in tags:
         raise ImageError("TIFF header has no image size")
-    return ImageInfo("TIFF", tags[256], tags[257])
+    orientation = tags.get(_TIFF_ORIENTATION, 1)
+    return ImageInfo("TIFF", tags[_TIFF_WIDTH], tags[_TIFF_HEIGHT], orientation if 1 <= orientation <= 8 else 1)
 
 
 def _pnm(f: BinaryIO, head: bytes) -> ImageInfo | None:
-    if len(head) < 3 or head[0:1] != b"P" or head[1:2] not in b"123456" or not head[2:3].isspace():
+    """Netpbm (P1-P6) and PFM (Pf, PF): the width and height are the first two numbers."""
+    if len(head) < 3 or head[0:1] != b"P" or head[1:2] not in b"123456fF" or not head[2:3].isspace():
         return None
     numbers: list[int] = []
     for line in head[2:].split(b"\n"):
@@ -191,7 +222,7 @@ def _jpeg(f: BinaryIO, head: bytes) -> ImageInfo | None:
     if head[:3] != b"\xff\xd8\xff":
         return None
     f.seek(2)
-    orientation = 1
+    orientation = None  # the first EXIF block says it, as decoders read it
     while True:
         byte = _read_exact(f, 1)
         if byte != b"\xff":
@@ -208,9 +239,9 @@ def _jpeg(f: BinaryIO, head: bytes) -> ImageInfo | None:
             raise ImageError("corrupt JPEG (bad segment length)")
         if marker in _SOF_MARKERS:
             _, height, width = struct.unpack(">BHH", _read_exact(f, 5))
-            return ImageInfo("JPEG", width, height, orientation)
+            return ImageInfo("JPEG", width, height, orientation or 1)
         body = _read_exact(f, length - 2)
-        if marker == 0xE1 and body.startswith(b"Exif\x00\x00"):
+        if marker == 0xE1 and body.startswith(b"Exif\x00\x00") and orientation is None:
             try:
                 value = _tiff_ifd0(body[6:], {0x0112}).get(0x0112, 1)
             except (ImageError, struct.error):
@@ -456,59 +487,7 @@ def _reduction(info: ImageInfo, min_side: int) -> int:
     return 1
 
 
-# --- encoding and atomic writes ---
-
-
-COLOUR_PNG_LEVEL = 1  # libdeflate's fastest: 7 % smaller than ISA-L on 12 MP cutouts, where bytes add up
-MASK_PNG_LEVEL = 0  # ISA-L: on SOD masks 0.39 ms instead of 0.70 (soft), 0.07 instead of 0.40 (crisp)
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """How outputs are written.
-
-    PNG: ``png_level`` 0-12 (``runtime.codecs.encode_png``), all with the 'up' row filter: 1 is
-    libdeflate's fastest level; 2-12 are smaller and slower; 0 is the fastest writer (ISA-L), about
-    half the encode time of 1 for colour files about 7 % larger. None, the default, picks per image
-    (``png_level_for``): 1 for colours, 0 for masks, where ISA-L is 2-6x faster than libdeflate's
-    level 1 and still smaller than OpenCV's zlib level 1 (README, "Codecs", has the measured tables).
-    rembg writes with Pillow's defaults: several times slower.
-
-    ``colours`` (cutouts, ``runtime.api.apply_cutout``): "visible", the default, stores each colour
-    to the precision its alpha shows (composites within one level of the photo's colours, files
-    about half the size where the mask is faint); "exact" stores every visible colour as it is.
-    """
-
-    format: str = "png"
-    png_level: int | None = None  # None: png_level_for(image)
-    quality: int = 90  # WebP only; 100 = lossless
-    colours: str = "visible"
-
-    @property
-    def suffix(self) -> str:
-        return f".{self.format}"
-
-    def png_level_for(self, image: np.ndarray) -> int:
-        """The PNG level this image is written at: ``png_level`` when given, else by kind (see above)."""
-        if self.png_level is not None:
-            return self.png_level
-        return MASK_PNG_LEVEL if image.ndim == 2 or image.shape[2] == 1 else COLOUR_PNG_LEVEL
-
-    def params(self) -> list[int]:
-        """OpenCV's parameters for the formats it encodes (PNG goes through ``runtime.codecs``)."""
-        if self.format == "webp":
-            return [cv2.IMWRITE_WEBP_QUALITY, 101 if self.quality >= 100 else self.quality]  # >100 = lossless
-        raise ValueError(f"unknown output format {self.format!r}; choose {', '.join(OUTPUT_FORMATS)}")
-
-
-def encode_image(image: np.ndarray, options: EncodeOptions) -> bytes:
-    """Encode gray, BGR or BGRA uint8 (OpenCV channel order) to PNG or WebP bytes."""
-    if options.format == "png":
-        return codecs.encode_png(image, options.png_level_for(image))
-    ok, buf = cv2.imencode(options.suffix, image, options.params())
-    if not ok:
-        raise ImageError(f"OpenCV could not encode a {image.shape} image as {options.format}")
-    return buf.tobytes()
+# --- atomic writes ---
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -517,8 +496,3 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         atomic.write_bytes(path, data)
     except OSError as exc:
         raise ImageError(f"{path}: cannot write: {exc.strerror or exc}") from None
-
-
-def write_image(path: str | os.PathLike, image: np.ndarray, options: EncodeOptions | None = None) -> None:
-    """Encode (OpenCV channel order) and write atomically."""
-    write_atomic(path, encode_image(image, options or EncodeOptions()))

@@ -24,21 +24,20 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from runtime import atomic
-from runtime.api import Prepared, Remover, apply_composite, apply_cutout, fit_background, resolve_background
+from runtime.api import Prepared, Remover
+from runtime.errors import first_line
 from runtime.inputs import Job, Problem, plan_jobs
-from runtime.io import EncodeOptions, ImageError, encode_image, read_image, write_atomic
-from runtime.preprocess import postprocess
+from runtime.io import ImageError, write_atomic
+from runtime.render import MODES, RenderOptions, is_complete
 from runtime.shard import Shard
 
 log = logging.getLogger(__name__)
 
-MODES = ("mask", "cutout", "composite")
 IO_THREADS = 2  # decode/encode threads beside the engine's (the CLI's --io-threads default)
 
 
@@ -71,8 +70,10 @@ class Summary:
 class Pipeline:
     """Runs a ``Remover`` over many files; ``run(inputs)`` returns a ``Summary``.
 
-    ``background`` (composite mode): an (r, g, b) colour, a colour string as ``api.parse_color`` takes,
-    or a background image file. ``on_error`` receives one line per failed input (default: stderr).
+    ``options``: what each output is (mode, background, format; ``runtime.render.RenderOptions``).
+    ``skip_existing`` skips inputs whose output is already a complete file of the format (a 0-byte,
+    cut or foreign file there is made again, with one line saying so). ``on_error`` receives one
+    line per failed input (default: stderr).
     """
 
     def __init__(
@@ -80,64 +81,35 @@ class Pipeline:
         remover: Remover,
         out_dir: str | os.PathLike,
         *,
-        mode: str = "cutout",
-        background: Sequence[int] | str | os.PathLike = (255, 255, 255),
-        encode: EncodeOptions | None = None,
+        options: RenderOptions | None = None,
         skip_existing: bool = False,
         io_threads: int = IO_THREADS,
         progress: bool = True,
         on_error: Callable[[str], None] | None = None,
         shard: Shard | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if io_threads < 1:
             raise ValueError(f"io_threads must be >= 1, not {io_threads}")
         self.remover = remover
         self.out_dir = Path(out_dir)
-        self.mode = mode
-        self.encode = encode or EncodeOptions()
+        self.options = options or RenderOptions()
         self.skip_existing = skip_existing
         self.io_threads = io_threads
         self.progress = progress
         self.on_error = on_error or _print_error
         self.shard = shard  # only this shard's inputs (runtime.shard); None: all of them
-        self._bg_color: tuple[int, int, int] | None = None
-        self._bg_image: np.ndarray | None = None
-        if mode == "composite":
-            background = resolve_background(background)  # ValueError for the caller when it is neither
-            if isinstance(background, tuple):
-                r, g, b = background
-                self._bg_color = (b, g, r)  # work in OpenCV's BGR order end to end
-            else:  # a bad background file is an ImageError for the caller: one line, before any work
-                self._bg_image = read_image(background, max_pixels=remover.max_pixels, order="bgr")[0]
-        self._fitted_background = lru_cache(maxsize=4)(self._fit_background)
         self._cleaned: set[Path] = set()
         self._cleaned_lock = threading.Lock()
 
     # I/O-thread work ---------------------------------------------------------------
 
     def _load(self, job: Job) -> Prepared:
-        # Masks need no full-resolution colours (a large JPEG may then decode at reduced scale);
-        # outputs with colours keep them in OpenCV's order, which the encoder takes as it is.
-        return self.remover.load_prepared(job.source, keep=None if self.mode == "mask" else "bgr")
-
-    def _fit_background(self, shape: tuple[int, int]) -> np.ndarray:
-        assert self._bg_image is not None
-        return fit_background(self._bg_image, shape)
+        return self.remover.load_for(job.source, self.options)
 
     def _save(self, job: Job, loaded: Prepared, probability: np.ndarray) -> None:
-        mask = postprocess(probability, loaded.shape)
-        if self.mode == "mask":
-            out = mask
-        elif self.mode == "cutout":
-            out = apply_cutout(loaded.image, mask, colours=self.encode.colours)
-        else:
-            background = self._bg_color if self._bg_image is None else self._fitted_background(loaded.shape)
-            out = apply_composite(loaded.image, mask, background)
-        loaded.image = None  # let the full-resolution copy go before the (slow) encode
+        data = self.remover.output(loaded, probability, self.options)
         self._clean_folder(job.target.parent)
-        write_atomic(job.target, encode_image(out, self.encode))
+        write_atomic(job.target, data)
 
     def _clean_folder(self, folder: Path) -> None:
         """Remove what killed runs left in an output folder, the first time this run writes there."""
@@ -153,7 +125,7 @@ class Pipeline:
         """Process every input; one line per failure to ``on_error``; returns the counts."""
         from tqdm import tqdm
 
-        plan = plan_jobs(inputs, self.out_dir, self.encode.suffix)
+        plan = plan_jobs(inputs, self.out_dir, self.options.suffix)
         if self.shard is not None:
             plan = list(self.shard.select(plan, self.out_dir))
         bar = tqdm(total=len(plan), unit="img", disable=None if self.progress else True, file=sys.stderr,
@@ -204,19 +176,28 @@ class _Run:
                 return
             if isinstance(item, Problem):
                 self.fail(item.name, item.message)
-            elif self.pipeline.skip_existing and item.target.exists():
+            elif self.pipeline.skip_existing and self.already_done(item):
                 self.summary.skipped += 1
                 self.bar.update()
             else:
                 self.loads.append((item, self.pool.submit(self.pipeline._load, item)))
 
+    def already_done(self, job: Job) -> bool:
+        """A complete output of the run's format is there; a broken one is said and made again."""
+        if not os.path.lexists(job.target):
+            return False
+        if is_complete(job.target, self.pipeline.options.format):
+            return True
+        log.warning("%s: the existing output is not a complete %s file; making it again",
+                    job.target, self.pipeline.options.format.upper())  # fmt: skip
+        return False
+
     def run_batch(self) -> None:
         try:
             probs = self.pipeline.remover.predict(np.stack([loaded.model_input for _, loaded in self.batch]))
         except Exception as exc:  # noqa: BLE001 - reported per file, like any other failure
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             for job, _ in self.batch:
-                self.fail(str(job.source), f"inference failed: {first}")
+                self.fail(str(job.source), f"inference failed: {first_line(exc)}")
         else:
             for (job, loaded), prob in zip(self.batch, probs, strict=True):
                 self.saves.append((job, self.pool.submit(self.pipeline._save, job, loaded, prob)))

@@ -12,9 +12,9 @@ from PIL import Image
 from runtime_helpers import make_tiny_onnx, scene
 
 from runtime import codecs
-from runtime.api import apply_cutout
 from runtime.infer import main
-from runtime.io import EncodeOptions, ImageError, encode_image, jpeg_end, read_image
+from runtime.io import ImageError, jpeg_end, read_image
+from runtime.render import RenderOptions, apply_cutout, encode
 
 
 def exif_segment(orientation: int, order: str = "II") -> bytes:
@@ -221,7 +221,7 @@ def test_png_decodes_to_the_same_pixels_in_opencv_and_pillow(writer, level, shap
 def test_png_is_no_larger_than_opencv_level_1_on_a_cutout():
     image = _cutout(900, 1200)
     opencv = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP])[1]
-    default = encode_image(image, EncodeOptions())  # what the CLI writes by default
+    default = encode(image, RenderOptions())  # what the CLI writes by default
     assert len(default) <= len(opencv)
     assert len(codecs.encode_png(image, 6)) < len(default)  # higher levels buy smaller files
     assert len(codecs.encode_png(image, 0)) > len(default)  # level 0 buys speed with size
@@ -236,7 +236,7 @@ def test_png_is_no_larger_than_opencv_level_1_on_a_real_cutout(sod_dir):
     mask = cv2.resize(cv2.GaussianBlur(mask, (5, 5), 0), (2016, 1512), interpolation=cv2.INTER_LINEAR)
     image = apply_cutout(bgr, mask, colours="exact")
     opencv = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP])[1]
-    data = encode_image(image, EncodeOptions())
+    data = encode(image, RenderOptions())
     assert len(data) <= len(opencv)
     np.testing.assert_array_equal(opencv_decode(data, cv2.IMREAD_UNCHANGED), image)
 

@@ -11,7 +11,7 @@ import pytest
 from random_u2netp import one_torch_thread
 from runtime_helpers import TINY_SIZE, encoded, make_tiny_onnx, save, scene
 
-from runtime.api import Remover, apply_composite, apply_cutout, fit_background, parse_color
+from runtime.api import Remover, apply_composite, apply_cutout, check_color, fit_background, parse_color
 from runtime.backends import BackendError
 from runtime.preprocess import PreprocessSpec, normalize, postprocess, preprocess, resize_to_input
 
@@ -133,6 +133,9 @@ def test_inputs_paths_bytes_and_odd_arrays(remover, tmp_path):
     np.testing.assert_array_equal(remover.mask(save(tmp_path / "x.png", img)), reference)
     np.testing.assert_array_equal(remover.mask(str(tmp_path / "x.png")), reference)
     np.testing.assert_array_equal(remover.mask(encoded(img)), reference)
+    np.testing.assert_array_equal(remover.mask(bytearray(encoded(img))), reference)
+    np.testing.assert_array_equal(remover.mask(memoryview(encoded(img))), reference)
+    assert remover.cutout(memoryview(encoded(img))).shape == (30, 40, 4)
     np.testing.assert_array_equal(remover.mask(np.dstack([img, np.zeros((30, 40), np.uint8)])), reference)
     np.testing.assert_array_equal(remover.mask(img.astype(np.uint16) << 8), reference)
     assert remover.mask(img[..., 0]).shape == (30, 40)  # gray array
@@ -190,9 +193,13 @@ def test_colours_and_backgrounds():
     assert parse_color("#1A2b3C") == (26, 43, 60)
     assert parse_color("#fa0") == (255, 170, 0)
     assert parse_color("1, 2,3") == (1, 2, 3)
-    for bad in ("chartreuse-ish", "#12345", "1,2", "1,2,300"):
-        with pytest.raises(ValueError, match="not a colour"):
+    for bad in ("chartreuse-ish", "#12345", "1,2", "1,2,300", "\u0663,0,0", "\u00b2,0,0", "+1,2,3", "1_0,2,3"):
+        with pytest.raises(ValueError, match="not a colour"):  # only ASCII digits: not '٣' (3) nor '²'
             parse_color(bad)
+    for bad in ((True, False, True), (1.0, 2, 3), (1, 2), (-1, 0, 0), "255,0,0"):
+        with pytest.raises(ValueError, match="not a colour"):
+            check_color(bad)
+    assert check_color((np.uint8(1), 2, np.int64(3))) == (1, 2, 3)
     # Cover without distortion: a 10x40 strip onto 20x20 is scaled x2 and centre-cropped.
     strip = np.zeros((10, 40, 3), np.uint8)
     strip[:, 18:22] = 255  # -> columns 36..44 of 80, i.e. 6..14 of the centre crop

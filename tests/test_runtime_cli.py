@@ -248,16 +248,40 @@ def test_bad_options_exit_2(tmp_path, capsys, tiny):
     assert code == 2 and len(err) == 1 and "bg.png" in err[0]
 
 
-def test_skip_existing(tmp_path, capsys, tiny):
+def test_skip_existing(tmp_path, capsys, caplog, tiny):
     for name in ("a.png", "b.png"):
         save(tmp_path / "in" / name, scene())
-    (tmp_path / "o").mkdir()
-    (tmp_path / "o" / "a.png").write_bytes(b"keep me")
-    code, err = run(capsys, "--engine", tiny, tmp_path / "in", "-o", tmp_path / "o", "--skip-existing")
+    out = tmp_path / "o"
+    code, err = run(capsys, "--engine", tiny, tmp_path / "in", "-o", out)
+    assert code == 0
+    done = (out / "a.png").read_bytes()
+    (out / "a.png").write_bytes(done[:-1] + b"\x00")  # complete length, wrong last byte: not a whole PNG
+    code, err = run(capsys, "--engine", tiny, tmp_path / "in", "-o", out, "--skip-existing")
     assert code == 0 and err[-1].startswith("1 ok, 0 failed, 1 skipped")
-    assert (tmp_path / "o" / "a.png").read_bytes() == b"keep me" and read(tmp_path / "o" / "b.png").shape[2] == 4
-    code, err = run(capsys, "--engine", tiny, tmp_path / "in", "-o", tmp_path / "o")  # without: overwritten
-    assert code == 0 and read(tmp_path / "o" / "a.png").shape == (48, 72, 4)
+    assert (out / "a.png").read_bytes() == done and "o/a.png: the existing output is not a complete PNG" in caplog.text
+    code, err = run(capsys, "--engine", tiny, tmp_path / "in", "-o", out, "--skip-existing")
+    assert code == 0 and err[-1].startswith("0 ok, 0 failed, 2 skipped")
+    code, err = run(capsys, "--engine", tiny, tmp_path / "in", "-o", out)  # without: made again
+    assert code == 0 and err[-1].startswith("2 ok") and (out / "a.png").read_bytes() == done
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_skip_existing_makes_broken_outputs_again(tmp_path, capsys, caplog, tiny, fmt):
+    """A 0-byte, cut, garbage or other-format file where the output goes is not counted as done."""
+    save(tmp_path / "in" / "a.png", scene())
+    out = tmp_path / "o"
+    assert run(capsys, "--engine", tiny, tmp_path / "in", "-o", out, "--format", fmt)[0] == 0
+    good = (out / f"a.{fmt}").read_bytes()
+    other = "webp" if fmt == "png" else "png"
+    assert run(capsys, "--engine", tiny, tmp_path / "in", "-o", tmp_path / "x", "--format", other)[0] == 0
+    foreign = (tmp_path / "x" / f"a.{other}").read_bytes()
+    for broken in (b"", good[: len(good) // 2], good[:-4], b"garbage" * 10, foreign):
+        (out / f"a.{fmt}").write_bytes(broken)
+        caplog.clear()
+        code, err = run(capsys, "--engine", tiny, tmp_path / "in", "-o", out, "--format", fmt, "--skip-existing")
+        assert code == 0 and err[-1].startswith("1 ok, 0 failed, 0 skipped"), (broken[:20], err)
+        assert "not a complete" in caplog.text
+        assert (out / f"a.{fmt}").read_bytes() == good
 
 
 def test_real_u2netp_through_the_module_entry_point(random_u2netp, tmp_path):

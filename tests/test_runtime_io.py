@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from runtime_helpers import save, scene
 
-from runtime.io import EncodeOptions, ImageError, encode_image, probe, read_image, write_atomic, write_image
+from runtime.io import ImageError, probe, read_image, write_atomic
+from runtime.render import RenderOptions, encode
 
 
 @pytest.mark.parametrize(
@@ -62,6 +63,53 @@ def test_exif_orientation_is_applied(tmp_path):
     decoded, shape = read_image(path)
     assert decoded.shape == (40, 20, 3) and shape == (40, 20)
     assert decoded[:15].min() > 200 and decoded[25:].max() < 50  # the white half is now on top
+
+
+def test_the_first_exif_block_says_the_orientation(tmp_path):
+    """Two EXIF blocks (an editor added one): decoders read the first, and so does the header check."""
+    data = _exif_jpeg(tmp_path / "one.jpg", scene(20, 40), 6).read_bytes()
+    second = Image.Exif()
+    second[0x0112] = 1
+    payload = b"Exif\x00\x00" + second.tobytes()
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    first = data.index(b"\xff\xe1")
+    after_first = first + 2 + struct.unpack(">H", data[first + 2 : first + 4])[0]
+    twice = tmp_path / "two.jpg"
+    twice.write_bytes(data[:after_first] + app1 + data[after_first:])
+    assert probe(twice).orientation == 6
+    assert read_image(twice)[0].shape == (40, 20, 3)
+    assert read_image(twice)[0].shape == cv2.imread(str(twice)).shape
+
+
+def _bigtiff(path, width: int, height: int, orientation: int | None = None) -> bytes:
+    """A little-endian BigTIFF: the 16-byte header and one IFD of LONG8/SHORT entries (no strips: header only)."""
+    entries = [(256, 16, width), (257, 16, height)] + ([(274, 3, orientation)] if orientation else [])
+    ifd = struct.pack("<Q", len(entries)) + b"".join(struct.pack("<HHQQ", tag, kind, 1, value)
+                                                     for tag, kind, value in entries) + struct.pack("<Q", 0)
+    path.write_bytes(b"II+\x00" + struct.pack("<HHQ", 8, 0, 16) + ifd)
+    return path
+
+
+def test_bigtiff_pfm_and_tiff_orientation_are_read_from_the_header(tmp_path):
+    info = probe(_bigtiff(tmp_path / "big.tif", 70_000, 50_000, orientation=6))
+    assert (info.format, info.width, info.height, info.shape) == ("TIFF", 70_000, 50_000, (70_000, 50_000))
+    with pytest.raises(ImageError, match=r"big\.tif: 70000x50000 = 3500\.0 MP exceeds the limit"):
+        read_image(tmp_path / "big.tif")
+    rotated = save(tmp_path / "r.tif", scene(37, 53), "TIFF", tiffinfo={274: 6})
+    assert probe(rotated).orientation == 6 and probe(rotated).shape == (53, 37)
+    (tmp_path / "x.pfm").write_bytes(b"PF\n53 37\n-1.0\n" + np.zeros((37, 53, 3), "<f4").tobytes())
+    assert (probe(tmp_path / "x.pfm").width, probe(tmp_path / "x.pfm").height) == (53, 37)
+
+
+def test_a_gif_frame_larger_than_its_screen_counts(tmp_path):
+    """A 1x1 logical screen carrying a 30000x30000 first frame is a 900 MP image, refused from the header."""
+    screen = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0, 0, 0)  # 1x1, no colour table
+    comment = b"\x21\xfe\x03abc\x00"  # an extension before the frame is walked past
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 30_000, 30_000, 0) + b"\x02\x02\x4c\x01\x00"
+    (tmp_path / "g.gif").write_bytes(screen + comment + frame + b"\x3b")
+    assert (probe(tmp_path / "g.gif").width, probe(tmp_path / "g.gif").height) == (30_000, 30_000)
+    with pytest.raises(ImageError, match="exceeds the limit"):
+        read_image(tmp_path / "g.gif")
 
 
 def test_reduced_jpeg_decode_keeps_full_size_and_orientation(tmp_path):
@@ -183,34 +231,34 @@ def test_default_png_level_is_chosen_per_kind_of_image():
 
     mask = np.linspace(0, 255, 48 * 72).reshape(48, 72).astype(np.uint8)
     bgra = np.dstack([scene()[..., ::-1], mask])
-    assert encode_image(mask, EncodeOptions()) == codecs.encode_png(mask, 0)
-    assert encode_image(mask[..., None], EncodeOptions()) == codecs.encode_png(mask[..., None], 0)
-    assert encode_image(bgra, EncodeOptions()) == codecs.encode_png(bgra, 1)
-    assert encode_image(bgra[..., :3], EncodeOptions()) == codecs.encode_png(bgra[..., :3], 1)
+    assert encode(mask, RenderOptions()) == codecs.encode_png(mask, 0)
+    assert encode(mask[..., None], RenderOptions()) == codecs.encode_png(mask[..., None], 0)
+    assert encode(bgra, RenderOptions()) == codecs.encode_png(bgra, 1)
+    assert encode(bgra[..., :3], RenderOptions()) == codecs.encode_png(bgra[..., :3], 1)
     assert codecs.encode_png(mask, 0) != codecs.encode_png(mask, 1)  # the two writers really differ
-    assert encode_image(mask, EncodeOptions(png_level=4)) == codecs.encode_png(mask, 4)
-    assert encode_image(bgra, EncodeOptions(png_level=0)) == codecs.encode_png(bgra, 0)
+    assert encode(mask, RenderOptions(png_level=4)) == codecs.encode_png(mask, 4)
+    assert encode(bgra, RenderOptions(png_level=0)) == codecs.encode_png(bgra, 0)
 
 
 def test_encode_options_roundtrip():
     bgra = np.dstack([scene()[..., ::-1], np.linspace(0, 255, 48 * 72).reshape(48, 72).astype(np.uint8)])
     for level in (0, 1, 9):
-        data = encode_image(bgra, EncodeOptions(png_level=level))
+        data = encode(bgra, RenderOptions(png_level=level))
         np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), bgra)
-    lossless = encode_image(bgra, EncodeOptions(format="webp", quality=100))
+    lossless = encode(bgra, RenderOptions(format="webp", quality=100))
     back = cv2.imdecode(np.frombuffer(lossless, np.uint8), cv2.IMREAD_UNCHANGED)
     visible = bgra[..., 3] > 0  # libwebp drops the invisible colours of fully transparent pixels
     np.testing.assert_array_equal(back[visible], bgra[visible])
     np.testing.assert_array_equal(back[..., 3], bgra[..., 3])
-    lossy = encode_image(bgra, EncodeOptions(format="webp", quality=60))
+    lossy = encode(bgra, RenderOptions(format="webp", quality=60))
     assert lossy[8:12] == b"WEBP" and len(lossy) < len(lossless)
     with pytest.raises(ValueError, match="unknown output format"):
-        encode_image(bgra, EncodeOptions(format="jpeg"))
+        RenderOptions(format="jpeg")
 
 
 def test_write_atomic_leaves_no_partial_files(tmp_path, monkeypatch):
     target = tmp_path / "deep" / "er" / "m.png"
-    write_image(target, np.full((4, 5), 9, np.uint8))
+    write_atomic(target, encode(np.full((4, 5), 9, np.uint8), RenderOptions()))
     assert cv2.imread(str(target), cv2.IMREAD_UNCHANGED).shape == (4, 5)
     assert sorted(p.name for p in target.parent.iterdir()) == ["m.png"]
 

@@ -383,6 +383,20 @@ def test_unsearchable_and_unlistable_folders_are_one_line_each(tmp_path, tiny):
     assert lines(proc)[-1].startswith("1 ok, 2 failed")
 
 
+def test_a_recursive_glob_reports_an_unlistable_folder_once(tmp_path, tiny):
+    save(tmp_path / "in" / "ok.jpg", scene(), quality=95)
+    save(tmp_path / "in" / "closed" / "y.jpg", scene(), quality=95)
+    os.chmod(tmp_path / "in" / "closed", 0o000)
+    try:
+        proc = cli("--engine", tiny, str(tmp_path / "in" / "**" / "*.jpg"), "-o", tmp_path / "out", "--mode", "mask",
+                   prefix=unprivileged())
+    finally:
+        os.chmod(tmp_path / "in" / "closed", 0o755)
+    errors = [line for line in lines(proc) if line.startswith("error:")]
+    assert len(errors) == 1 and "closed: cannot list this folder" in errors[0], proc.stderr
+    assert proc.returncode == 1 and lines(proc)[-1].startswith("1 ok, 1 failed")
+
+
 # --- rule 9: one line per problem on stderr ---
 
 

@@ -201,6 +201,36 @@ def test_image_endpoint_returns_png_masks_and_cutouts(server, engine):
     assert code == 200 and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED).shape == rgb.shape
 
 
+def large_jpeg(path, height: int = 3000, width: int = 4000):
+    """A 12 MP photo-like JPEG: smooth colour fields (as a camera's) with one bright object."""
+    rng = np.random.default_rng(7)
+    rgb = cv2.resize(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    rgb[height // 4 : height // 2, width // 4 : width // 2] = (240, 220, 40)
+    return save(path, rgb, quality=90)
+
+
+def test_one_render_path_gives_the_same_bytes_from_cli_api_and_http(server, tmp_path, capsys):
+    """A 12 MP JPEG through python -m runtime.infer, Remover.render and the HTTP endpoint: identical files."""
+    from runtime.render import Backdrop, RenderOptions
+
+    photo = large_jpeg(tmp_path / "in" / "big.jpg")
+    data = photo.read_bytes()
+    cases = [("mask", "png", "", {}), ("cutout", "png", "", {}),
+             ("composite", "png", "00ff00", {"background": Backdrop(color=(0, 255, 0))})]  # fmt: skip
+    with Remover(server.grpc_url) as remover:
+        for mode, fmt, bg, extra in cases:
+            out = tmp_path / f"{mode}-{fmt}"
+            argv = ["--engine", server.grpc_url, str(photo), "-o", str(out), "--mode", mode, "--format", fmt]
+            assert infer_main(argv + (["--bg", f"#{bg}"] if bg else []) + ["--no-progress"]) == 0
+            from_cli = (out / f"big.{fmt}").read_bytes()
+            from_api = remover.render(data, RenderOptions(mode=mode, format=fmt, **extra))
+            query = f"?format={fmt}" + (f"&bg=%23{bg}" if bg else "")
+            code, from_http, kind = _post(server.image_url(f"/v1/{mode}{query}"), data)
+            assert (code, kind) == (200, f"image/{fmt}"), from_http[:200]
+            assert from_cli == from_api == from_http, mode
+    capsys.readouterr()
+
+
 def test_image_endpoint_limits_and_bad_requests(server):
     code, body, _ = _post(server.image_url("/v1/cutout"), _png_bomb())
     assert code == 413 and b"exceeds the limit" in body  # refused from the header, never decoded

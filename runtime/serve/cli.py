@@ -7,7 +7,7 @@
 The model has the name (default: the engine's variant) and the I/O of ``export.to_triton``'s repository
 (``image`` float32 (3,S,S) -> ``mask`` float32 (1,S,S), dynamic batching, preprocessing ``parameters``), so
 one client works against both. An image endpoint (``--image-port``, default 8080) takes encoded images and
-returns PNG masks/cutouts (see ``runtime.serve_images``). Readiness: Triton's ``/v2/models/NAME/ready`` or
+returns PNG/WebP masks, cutouts and composites (see ``runtime.serve.images``). Readiness: Triton's ``/v2/models/NAME/ready`` or
 ``GET /readyz`` on the image port; liveness ``GET /healthz``.
 
 SIGTERM and SIGINT stop the image endpoint, then Triton (its ``tritonserver`` and backend stubs), then
@@ -31,7 +31,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from runtime.argtypes import pixel_count, positive_int
-from runtime.backends import BackendError, open_backend
+from runtime.backends import BackendError, add_backend_arguments, open_backend
+from runtime.errors import first_line
+from runtime.logs import setup_logging
 
 log = logging.getLogger("runtime.serve")
 
@@ -49,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=positive_int, default=8, help="largest batch Triton forms (default: 8; "
                    "capped by the engine's profile)")  # fmt: skip
     p.add_argument("--queue-delay-us", type=int, default=2000, help="longest wait for a fuller batch (default 2000)")
-    p.add_argument("--provider", choices=("cpu", "cuda", "tensorrt"), help="ONNX Runtime execution provider")
-    p.add_argument("--threads", type=positive_int, help="ONNX Runtime inference threads")
+    add_backend_arguments(p)
+    p.add_argument("--threads", type=positive_int, help="inference threads of ONNX Runtime or OpenVINO "
+                   "(default: one per core)")
     p.add_argument("--max-body-mb", type=positive_int, default=50, help="image endpoint: largest body (default 50)")
     p.add_argument("--max-pixels", type=pixel_count, default=50_000_000, help="image endpoint: largest image, "
                    "from its header before decoding (default 50M)")  # fmt: skip
@@ -129,7 +132,8 @@ def serve(args: argparse.Namespace, stop: StopSignal) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        backend = open_backend(args.engine, provider=args.provider, threads=args.threads)
+        backend = open_backend(args.engine, backend=args.backend, provider=args.provider, threads=args.threads,
+                               precision=args.precision)  # fmt: skip
     except BackendError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -140,20 +144,20 @@ def serve(args: argparse.Namespace, stop: StopSignal) -> int:
         print(f"error: {args.host}: port {', '.join(busy)} already in use; choose others with "
               "--http-port/--grpc-port/--metrics-port/--image-port", file=sys.stderr)  # fmt: skip
         return 2
-    name = args.name or (backend.artifact.variant if backend.artifact.variant != "unknown" else "u2net")
+    name = args.name or backend.artifact.model_name
     workspace = private_workspace()
-    triton = image_server = client_backend = None
+    triton = image_server = remover = None
     try:
         python_library_path()
         triton = Triton(config=triton_config(args, workspace / "tritonserver.log"), workspace=workspace / "p",
                         security_config=security_config())
-        from runtime.serve_model import bind_backend
+        from runtime.serve.triton import bind_backend
 
         max_batch = bind_backend(triton, backend, name, args.max_batch, args.queue_delay_us)
         triton.run()  # starts tritonserver and waits until the model is loaded
         grpc_url = f"grpc://{_loopback(args.host)}:{args.grpc_port}/{name}"
         if args.image_port:
-            image_server, client_backend = _start_images(args, grpc_url)
+            image_server, remover = _start_images(args, grpc_url)
         print(f"serving {backend.describe()} as model {name!r} (batches up to {max_batch}): "
               f"http://{args.host}:{args.http_port}  grpc://{args.host}:{args.grpc_port}  "
               f"metrics http://{args.host}:{args.metrics_port}/metrics"
@@ -165,8 +169,7 @@ def serve(args: argparse.Namespace, stop: StopSignal) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # PyTriton's start-up errors (port taken, server died) come in several types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        print(f"error: Triton did not start: {first}{_log_tail(workspace / 'tritonserver.log')}", file=sys.stderr)
+        print(f"error: Triton did not start: {first_line(exc)}{_log_tail(workspace / 'tritonserver.log')}", file=sys.stderr)
         return 2
     finally:
         if stop.received:
@@ -174,8 +177,8 @@ def serve(args: argparse.Namespace, stop: StopSignal) -> int:
         if image_server is not None:
             image_server.shutdown()
             image_server.server_close()
-        if client_backend is not None:
-            client_backend.close()
+        if remover is not None:
+            remover.close()
         if triton is not None:
             _stop_triton(triton)
         backend.close()
@@ -219,7 +222,7 @@ def _stop_triton(triton) -> None:
                 server.stop()
             except Exception:  # noqa: BLE001
                 pass
-        log.warning("Triton stopped with an error: %s", (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+        log.warning("Triton stopped with an error: %s", first_line(exc))
 
 
 def _log_tail(path: Path) -> str:
@@ -237,30 +240,24 @@ def _loopback(host: str) -> str:
 
 
 def _start_images(args: argparse.Namespace, grpc_url: str):
-    from runtime.backends.triton import TritonBackend
-    from runtime.serve_images import ImageService, start_image_server
+    from runtime.api import Remover
+    from runtime.serve.images import ImageService, start_image_server
 
-    client_backend = TritonBackend(grpc_url, in_flight=1)
-    service = ImageService(client_backend, max_bytes=args.max_body_mb << 20, max_pixels=args.max_pixels,
-                           max_active=args.max_active, ready=lambda: model_ready(grpc_url))  # fmt: skip
+    remover = Remover(grpc_url, max_pixels=args.max_pixels)
+    service = ImageService(remover, max_bytes=args.max_body_mb << 20, max_active=args.max_active,
+                           ready=lambda: model_ready(grpc_url))  # fmt: skip
     try:
-        return start_image_server(service, args.host, args.image_port), client_backend
+        return start_image_server(service, args.host, args.image_port), remover
     except OSError as exc:
-        client_backend.close()
+        remover.close()
         raise OSError(f"image endpoint {args.host}:{args.image_port}: {exc.strerror or exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)  # fmt: skip
+    setup_logging(verbose=args.verbose)
     if not args.verbose:
         for noisy in ("pytriton", "tritonclient", "sh"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     stop = StopSignal()  # before anything starts, so a signal during start-up still cleans up
     return serve(args, stop)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,10 +5,13 @@
     curl --data-binary @photo.jpg -o card.png   'http://127.0.0.1:8080/v1/composite?bg=%2300ff00'
     curl http://127.0.0.1:8080/healthz ; curl http://127.0.0.1:8080/readyz
 
-The network runs on the Triton server (through the same client backend as ``--engine grpc://...``),
-so these requests join the dynamic batcher with everyone else's. Limits, checked before any pixel is
-decoded: the body size (413), the image's pixel count from its header (413: a decompression bomb is
-refused, never decoded), and the number of images being worked on at once (503 when busy).
+The network runs on the Triton server (through a ``Remover`` on ``grpc://...``, the client backend of
+``--engine grpc://...``), so these requests join the dynamic batcher with everyone else's. Every answer
+comes from ``Remover.render``: the same load -> run -> render path as the CLI, so the bytes are the
+CLI's for the same file and options. Limits, checked before any pixel is decoded: the body size (413),
+the image's pixel count from its header (413: a decompression bomb is refused, never decoded), and the
+number of images being worked on at once (503 when busy). ``bg`` is a colour only: the server never
+reads a file named by a client.
 """
 
 from __future__ import annotations
@@ -19,42 +22,40 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-import cv2
-
-from runtime.api import apply_composite, apply_cutout, parse_color
-from runtime.backends.base import Backend, BackendError
-from runtime.io import EncodeOptions, ImageError, encode_image, read_image
-from runtime.preprocess import postprocess, preprocess
+from runtime.api import Remover
+from runtime.backends.base import BackendError
+from runtime.io import ImageError
+from runtime.render import FORMATS, MODES, Backdrop, RenderOptions, parse_color
 
 log = logging.getLogger(__name__)
 
-MODES = ("mask", "cutout", "composite")
-
 
 class ImageService:
-    """Decode with limits -> backend -> postprocess -> PNG; shared by the handler threads."""
+    """Limits + one ``Remover`` (thread-safe over the Triton client backend), shared by the handler threads."""
 
-    def __init__(self, backend: Backend, *, max_bytes: int, max_pixels: int, max_active: int,
-                 ready: Callable[[], bool]) -> None:  # fmt: skip
-        self.backend = backend
+    def __init__(self, remover: Remover, *, max_bytes: int, max_active: int, ready: Callable[[], bool]) -> None:
+        self.remover = remover
         self.max_bytes = max_bytes
-        self.max_pixels = max_pixels
         self.ready = ready
         self.slots = threading.BoundedSemaphore(max_active)
 
-    def render(self, data: bytes, mode: str, background: str) -> bytes:
+    def render(self, data: bytes, options: RenderOptions) -> bytes:
         """ImageError (client's fault) or BackendError (server's) on failure."""
-        rgb, _ = read_image(data, max_pixels=self.max_pixels)
-        prob = self.backend.run(preprocess([rgb], self.backend.spec))[0]
-        mask = postprocess(prob, rgb.shape[:2])
-        options = EncodeOptions(format="png")
-        if mode == "mask":
-            return encode_image(mask, options)
-        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # encode_image takes OpenCV's channel order
-        if mode == "cutout":
-            return encode_image(apply_cutout(bgr, mask, colours=options.colours), options)
-        r, g, b = parse_color(background)
-        return encode_image(apply_composite(bgr, mask, (b, g, r)), options)
+        return self.remover.render(data, options)
+
+
+def options_from_query(mode: str, query: str) -> RenderOptions:
+    """``/v1/MODE?bg=...&format=...`` -> RenderOptions; ValueError with one line for a bad value. ``bg`` is
+    a colour only (a picture would be a file on the server)."""
+    params = parse_qs(query)
+    unknown = sorted(set(params) - {"bg", "format"})
+    if unknown:
+        raise ValueError(f"unknown query parameter {unknown[0]!r}; this endpoint takes bg and format")
+    fmt = params.get("format", ["png"])[-1]
+    if fmt not in FORMATS:
+        raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    background = Backdrop(color=parse_color(params["bg"][-1])) if "bg" in params else None
+    return RenderOptions(mode=mode, format=fmt, **({"background": background} if background else {}))
 
 
 class ImageHandler(BaseHTTPRequestHandler):
@@ -93,12 +94,10 @@ class ImageHandler(BaseHTTPRequestHandler):
         mode = url.path.removeprefix("/v1/")
         if not url.path.startswith("/v1/") or mode not in MODES:
             return self._error(404, f"no such endpoint {url.path}; POST an image to /v1/{{{','.join(MODES)}}}")
-        background = parse_qs(url.query).get("bg", ["white"])[0]
-        if mode == "composite":
-            try:
-                parse_color(background)
-            except ValueError as exc:
-                return self._error(400, f"bg: {exc}")
+        try:
+            options = options_from_query(mode, url.query)
+        except ValueError as exc:
+            return self._error(400, str(exc))
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             return self._error(411, "send the image as the body with a Content-Length")
@@ -108,13 +107,13 @@ class ImageHandler(BaseHTTPRequestHandler):
             return self._error(503, "busy: too many images in progress, try again")
         try:
             data = self.rfile.read(int(length))
-            self._answer(data, mode, background)
+            self._answer(data, options)
         finally:
             self.service.slots.release()
 
-    def _answer(self, data: bytes, mode: str, background: str) -> None:
+    def _answer(self, data: bytes, options: RenderOptions) -> None:
         try:
-            png = self.service.render(data, mode, background)
+            body = self.service.render(data, options)
         except ImageError as exc:
             code = 413 if "exceeds the limit" in str(exc) else 415
             return self._error(code, str(exc))
@@ -124,7 +123,7 @@ class ImageHandler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - one bad request must not take the endpoint down
             log.exception("image endpoint")
             return self._error(500, f"internal error: {type(exc).__name__}")
-        self._reply(200, png, "image/png")
+        self._reply(200, body, options.media_type)
 
 
 def make_handler(service: ImageService) -> type[ImageHandler]:
