@@ -5,6 +5,16 @@ ONNX Runtime's CPU memory grows linearly with the batch: measured on random-weig
 peak RSS per image, i.e. ~2.6 KB per input pixel whatever the variant (the activations, not the
 weights, dominate). A batch is allowed at most a quarter of the memory still available, so a huge
 ``--batch-size`` is reduced instead of ending with the kernel's out-of-memory kill.
+
+That figure holds for any number of batches only because the ONNX Runtime backend turns ONNX
+Runtime's memory pattern off (``runtime/backends/onnxrt.py``): with it, the second batch of a shape
+took one block for its whole plan beside the first batch's arena chunks, ~5 KB per input pixel from
+then on, so a run of two or more batches peaked at about twice the budget (U²-NetP 320, batch 8:
+2.07 -> 4.03 GiB). Re-measured over 4 batches of 8 (2-core AMD EPYC, ONNX Runtime 1.32, the CLI's
+allocator, ``runtime.allocator``): 2.6 KB (U²-NetP) and 2.85 KB (U²-Net) per input pixel, flat from
+the first batch on. With glibc's default allocator (the library, ``--release-memory``) the arena
+grows once more on the second batch, by 0.2-0.4 GiB whatever the batch. OpenVINO takes ~0.6 KB
+(BF16) to ~1.1 KB (FP32) per pixel per compiled batch size, at most two of them kept.
 """
 
 from __future__ import annotations

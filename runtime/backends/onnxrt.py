@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.artifact import Artifact
-from runtime.backends.base import Backend, BackendError, first_line, require_file
+from runtime.backends.base import Backend, BackendError, require_file
+from runtime.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,7 @@ _UNBOUNDED_BATCH = 64  # a dynamic batch axis has no profile; this caps host mem
 
 
 def import_onnxruntime(path: Path):  # noqa: ANN201 - the module
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    try:
+    try:  # telemetry is already off: runtime/__init__.py, imported before any of this
         import onnxruntime as ort
     except ImportError:
         raise BackendError(f"{path}: onnxruntime is not installed (pip install onnxruntime)") from None
@@ -77,6 +77,14 @@ class OnnxRuntimeBackend(Backend):
             # Spinning inference threads would steal the cores that the file pipeline's decode and
             # encode threads need (measured: 3.9 vs 3.0 images/s end to end on a busy 2-core machine).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # No memory pattern: with it, ONNX Runtime traces each new input shape's allocations on the
+            # first run (served piecemeal by the CPU arena) and from the second run on takes one block
+            # the size of the whole plan from the same arena. The arena never gives back the first run's
+            # chunks and the block does not fit in them, so from the second batch on the process holds
+            # both: peak RSS twice what one batch needs (U²-NetP 320, batch 8: 2.07 GiB after one batch,
+            # 4.03 GiB after two). Without it the arena's chunks are reused by every later batch (flat
+            # 2.07-2.40 GiB), at the same speed (README "Safe batch runs"; benchmarks/memory.py).
+            options.enable_mem_pattern = False
         wanted = PROVIDERS[self.provider]
         try:
             session = ort.InferenceSession(str(self.path), options, providers=[wanted])
