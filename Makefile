@@ -5,12 +5,21 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= train,export,openvino,bench,dev,triton
+EXTRAS ?= train,export,openvino,bench,dev,triton,web,video
 
 SERVE_VENV ?= .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed-stamp
 
-.PHONY: venv serve-venv demo test lint clean
+# rembg's own HTTP server (`rembg s --no-ui`) for `python -m benchmarks.serve --images`: rembg 2.0.86 with the
+# server stack its `cli` extra pins (FastAPI 0.128, uvicorn 0.40, python-multipart 0.0.21), but not gradio,
+# which only its web UI needs. Its own venv: those pins would pull the main venv's Starlette back to 0.5x.
+REMBG_VENV ?= .venv-rembg
+REMBG_STAMP := $(REMBG_VENV)/.installed-stamp
+REMBG_SERVER := "rembg[cpu]==2.0.86" "fastapi>=0.128,<0.129" "uvicorn>=0.40,<0.41" \
+	"python-multipart>=0.0.21,<0.0.22" "aiohttp>=3.13.2,<4" "asyncer>=0.0.12,<0.0.13" "click>=8.3.1,<9" \
+	"filetype>=1.2,<2" "watchdog>=6,<7" "sniffio>=1.3.1,<2"
+
+.PHONY: venv serve-venv rembg-venv demo test lint clean
 
 venv: $(STAMP)
 
@@ -36,6 +45,13 @@ $(SERVE_STAMP): pyproject.toml
 	$(SERVE_VENV)/bin/python -m pip install -q -e ".[serve]"
 	touch $(SERVE_STAMP)
 
+rembg-venv: $(REMBG_STAMP)
+
+$(REMBG_STAMP): Makefile
+	$(PYTHON) -m venv $(REMBG_VENV)
+	$(REMBG_VENV)/bin/python -m pip install -q $(REMBG_SERVER)
+	touch $(REMBG_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m benchmarks.demo
 
@@ -48,4 +64,4 @@ test: $(STAMP) lint
 	U2NET_SERVE_PYTHON=$(abspath $(SERVE_VENV))/bin/python $(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) $(REMBG_VENV) demo_out .pytest_cache

@@ -1,4 +1,5 @@
-"""The server launcher of ``benchmarks.serve_process`` for tests: skips with a visible reason without the serve venv."""
+"""The server launchers of ``benchmarks.serve_process`` for tests: ``serve_python`` skips with a visible reason
+without the serve venv; ``start_images`` (the image endpoint alone) needs only the main venv."""
 
 from __future__ import annotations
 
@@ -6,10 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.serve_process import REPO, Server, free_ports, http_status, leftovers, missing_serve_venv, start_server
+from benchmarks.serve_process import (
+    REPO,
+    HttpServer,
+    Server,
+    command_lines,
+    free_ports,
+    http_status,
+    leftovers,
+    missing_serve_venv,
+    start_images,
+    start_server,
+)
 from benchmarks.serve_process import serve_python as _serve_python
 
-__all__ = ["REPO", "Server", "free_ports", "http_status", "leftovers", "serve_python", "start_server"]
+__all__ = ["REPO", "HttpServer", "Server", "command_lines", "free_ports", "http_status", "leftovers", "serve_python", "start_images",
+           "start_server"]  # fmt: skip
 
 
 def serve_python() -> Path:

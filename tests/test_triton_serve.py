@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import urllib.request
 
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from runtime_helpers import encoded, save, scene
-from serve_helpers import REPO, free_ports, http_status, leftovers, serve_python, start_server
+from serve_helpers import REPO, command_lines, free_ports, http_status, leftovers, serve_python, start_server
 
 from runtime.api import Remover, apply_cutout
 from runtime.backends import BackendError, open_backend
@@ -249,6 +250,58 @@ def test_image_endpoint_limits_and_bad_requests(server):
     assert http_status(server.image_url("/healthz")) == 200
     assert http_status(server.image_url("/readyz")) == 200
     assert server.proc.poll() is None  # still serving after all of that
+
+
+def test_control_apis_are_off_and_no_token_is_in_any_command_line(server):
+    """Triton takes a restriction's header only on its command line, which ps shows to every local user, so
+    the control APIs are restricted to a header no request can carry, and model control is off."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    ours = [line for _, line in command_lines() if f"--grpc-port {server.grpc}" in line
+            or f"grpc://127.0.0.1:{server.grpc}/" in line]  # fmt: skip
+    assert len(ours) >= 2  # tritonserver and the image endpoint
+    assert not any("access-token" in line or "triton-access" in line for line in ours)
+    tritonserver = next(line for line in ours if "tritonserver " in line)
+    assert "--model-control-mode none" in tritonserver or "--model-control-mode=none" in tritonserver
+    for call in ("unload_model", "load_model"):
+        with pytest.raises(InferenceServerException):
+            getattr(httpclient.InferenceServerClient(f"127.0.0.1:{server.http}"), call)("u2netp")
+        with pytest.raises(InferenceServerException):
+            getattr(grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc}"), call)("u2netp")
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.http}")
+    for refused in (lambda: client.register_system_shared_memory("x", "/x", 64), client.get_log_settings,
+                    lambda: client.update_log_settings({"log_verbose_level": 1}), client.get_trace_settings):  # fmt: skip
+        with pytest.raises(InferenceServerException, match="restricted"):
+            refused()
+    # Not even with the header Triton's command line names: an HTTP/1.1 header name ends at its first colon.
+    with socket.create_connection(("127.0.0.1", server.http), timeout=10) as sock:
+        sock.sendall(b"GET /v2/logging HTTP/1.1\r\nHost: t\r\nx-u2net-control:off: off\r\nConnection: close\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 403")
+    assert client.is_model_ready("u2netp")  # inference, metadata, statistics stay open
+    assert client.get_inference_statistics("u2netp")["model_stats"]
+
+
+def test_the_image_endpoint_runs_in_the_main_venv_and_reads_gifs(server, tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(scene(40, 60, seed=i)) for i in range(2)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100)
+    code, body, kind = _post(server.image_url("/v1/mask"), (tmp_path / "a.gif").read_bytes())
+    assert (code, kind) == (200, "image/png")  # .venv-serve's OpenCV 4.11 decodes no GIF; the main venv's does
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_UNCHANGED).shape == (40, 60)
+    child = [line for _, line in command_lines() if f"grpc://127.0.0.1:{server.grpc}/" in line]
+    assert len(child) == 1 and "runtime.serve.images" in child[0] and "/.venv/bin/python" in child[0]
+
+
+def test_with_a_token_file_triton_stays_on_loopback():
+    from runtime.serve.cli import build_parser, triton_host
+
+    parse = build_parser().parse_args
+    assert triton_host(parse(["-e", "x.onnx", "--host", "0.0.0.0"])) == "0.0.0.0"
+    assert triton_host(parse(["-e", "x.onnx", "--host", "0.0.0.0", "--token-file", "t"])) == "127.0.0.1"
+    assert triton_host(parse(["-e", "x.onnx", "--token-file", "t"])) == "127.0.0.1"
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(server, engine, tmp_path):

@@ -1,139 +1,194 @@
-"""A small HTTP endpoint for clients that are not Python: encoded image in, PNG mask or cutout out.
+"""The HTTP image endpoint on its own: ``python -m runtime.serve.images --engine ENGINE``.
 
-    curl --data-binary @photo.jpg -o cutout.png  http://127.0.0.1:8080/v1/cutout
-    curl --data-binary @photo.jpg -o mask.png    http://127.0.0.1:8080/v1/mask
-    curl --data-binary @photo.jpg -o card.png   'http://127.0.0.1:8080/v1/composite?bg=%2300ff00'
-    curl http://127.0.0.1:8080/healthz ; curl http://127.0.0.1:8080/readyz
+    python -m runtime.serve.images --engine models/u2netp.onnx          # http://127.0.0.1:8080, OpenVINO where faster
+    python -m runtime.serve.images --engine grpc://127.0.0.1:8001/u2netp   # in front of a Triton server
+    python -m runtime.serve.images --engine u2netp.onnx --host 0.0.0.0 --token-file /run/secrets/u2net-token
+    curl -F file=@photo.jpg -o cutout.png http://127.0.0.1:8080/v1/cutout
+    curl --data-binary @photo.jpg -o mask.webp 'http://127.0.0.1:8080/v1/mask?format=webp'
+    curl -F file=@photo.jpg -F bg=@beach.jpg -o card.png http://127.0.0.1:8080/v1/composite
 
-The network runs on the Triton server (through a ``Remover`` on ``grpc://...``, the client backend of
-``--engine grpc://...``), so these requests join the dynamic batcher with everyone else's. Every answer
-comes from ``Remover.render``: the same load -> run -> render path as the CLI, so the bytes are the
-CLI's for the same file and options. Limits, checked before any pixel is decoded: the body size (413),
-the image's pixel count from its header (413: a decompression bomb is refused, never decoded), and the
-number of images being worked on at once (503 when busy). ``bg`` is a colour only: the server never
-reads a file named by a client.
+A Starlette application (``runtime.serve.app``) on uvicorn (``runtime.serve.server``). The engine is any
+the CLI opens, chosen by the same backend table and arguments (``--backend/--provider/--precision``,
+``--threads``); ``python -m runtime.serve`` starts this command beside its Triton server with
+``--engine grpc://...``. Open ``http://127.0.0.1:8080/`` for a page to try it; ``/openapi.json``
+describes the API, ``/metrics`` counts it. SIGTERM and SIGINT stop accepting, answer the requests in
+flight, then exit 0; 2 means it could not start (engine, token file or port).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-from runtime.api import Remover
-from runtime.backends.base import BackendError
-from runtime.io import ImageError
-from runtime.render import FORMATS, MODES, Backdrop, RenderOptions, parse_color
+from runtime.argtypes import pixel_count, positive_float, positive_int
+from runtime.backends import BackendError, add_backend_arguments
+from runtime.logs import setup_logging
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runtime.serve.images")
 
-
-class ImageService:
-    """Limits + one ``Remover`` (thread-safe over the Triton client backend), shared by the handler threads."""
-
-    def __init__(self, remover: Remover, *, max_bytes: int, max_active: int, ready: Callable[[], bool]) -> None:
-        self.remover = remover
-        self.max_bytes = max_bytes
-        self.ready = ready
-        self.slots = threading.BoundedSemaphore(max_active)
-
-    def render(self, data: bytes, options: RenderOptions) -> bytes:
-        """ImageError (client's fault) or BackendError (server's) on failure."""
-        return self.remover.render(data, options)
+DEFAULT_PORT = 8080
+DEFAULT_MAX_PIXELS = 50_000_000
 
 
-def options_from_query(mode: str, query: str) -> RenderOptions:
-    """``/v1/MODE?bg=...&format=...`` -> RenderOptions; ValueError with one line for a bad value. ``bg`` is
-    a colour only (a picture would be a file on the server)."""
-    params = parse_qs(query)
-    unknown = sorted(set(params) - {"bg", "format"})
-    if unknown:
-        raise ValueError(f"unknown query parameter {unknown[0]!r}; this endpoint takes bg and format")
-    fmt = params.get("format", ["png"])[-1]
-    if fmt not in FORMATS:
-        raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
-    background = Backdrop(color=parse_color(params["bg"][-1])) if "bg" in params else None
-    return RenderOptions(mode=mode, format=fmt, **({"background": background} if background else {}))
+def add_endpoint_arguments(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The endpoint's limits and token, shared with ``python -m runtime.serve`` (which passes them on)."""
+    g = p.add_argument_group("image endpoint")
+    added: list[argparse.Action] = []
+
+    def add(*names: str, **options) -> None:  # noqa: ANN003 - argparse's
+        added.append(g.add_argument(*names, **options))
+
+    add("--token-file", type=Path, help="require 'Authorization: Bearer TOKEN' on /v1/* and /metrics, "
+                   "TOKEN being this file's content (one line; keep the file private)")  # fmt: skip
+    add("--max-body-mb", type=positive_int, default=50, help="largest body, refused from its "
+                   "Content-Length before reading (413; default 50)")  # fmt: skip
+    add("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, help="largest image, from its "
+                   "header before decoding (413; default 50M)")  # fmt: skip
+    add("--max-active", type=positive_int, help="images decoded, run or encoded at once (default: 2 "
+                   "for an in-process engine, 8 for a Triton URL)")  # fmt: skip
+    add("--max-queue", type=positive_int, default=512, help="image requests admitted at once, "
+                   "reading, waiting or working; beyond it 503 + Retry-After (default 512)")  # fmt: skip
+    add("--max-buffered-mb", type=positive_int, default=1024, help="request bodies held at once "
+                   "(503 beyond; default 1024)")  # fmt: skip
+    add("--body-timeout", type=positive_float, default=30.0, help="seconds for a whole body once its "
+                   "headers are in (408; default 30)")  # fmt: skip
+    add("--header-timeout", type=positive_float, default=10.0, help="seconds for a request's headers "
+                   "(408; default 10)")  # fmt: skip
+    add("--keep-alive", type=positive_int, default=5, help="seconds an idle connection stays open (5)")
+    add("--max-connections", type=positive_int, default=2048, help="open connections at once; "
+                   "beyond it 503 (default 2048)")  # fmt: skip
+    add("--backlog", type=positive_int, default=2048, help="listen backlog (default 2048)")
+    add("--drain-seconds", type=positive_int, default=60, help="on SIGTERM, longest wait for the "
+                   "requests in flight (default 60)")  # fmt: skip
+    return added
 
 
-class ImageHandler(BaseHTTPRequestHandler):
-    """One request; ``service`` is set on the subclass ``make_handler`` makes."""
-
-    service: ImageService
-    protocol_version = "HTTP/1.1"
-    server_version = "u2net-serve"
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
-        log.debug("%s - %s", self.address_string(), format % args)
-
-    def _reply(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _error(self, code: int, message: str) -> None:
-        self.close_connection = True  # the unread rest of a refused body must not be taken for a request
-        self._reply(code, (message + "\n").encode("utf-8"))
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/healthz":
-            self._reply(200, b"ok\n")
-        elif path == "/readyz":
-            ok = self.service.ready()
-            self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-        else:
-            self._error(404, f"no such endpoint {path}; POST an image to /v1/{{{','.join(MODES)}}}")
-
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        mode = url.path.removeprefix("/v1/")
-        if not url.path.startswith("/v1/") or mode not in MODES:
-            return self._error(404, f"no such endpoint {url.path}; POST an image to /v1/{{{','.join(MODES)}}}")
-        try:
-            options = options_from_query(mode, url.query)
-        except ValueError as exc:
-            return self._error(400, str(exc))
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            return self._error(411, "send the image as the body with a Content-Length")
-        if int(length) > self.service.max_bytes:
-            return self._error(413, f"body of {int(length)} bytes exceeds the limit of {self.service.max_bytes}")
-        if not self.service.slots.acquire(timeout=30):
-            return self._error(503, "busy: too many images in progress, try again")
-        try:
-            data = self.rfile.read(int(length))
-            self._answer(data, options)
-        finally:
-            self.service.slots.release()
-
-    def _answer(self, data: bytes, options: RenderOptions) -> None:
-        try:
-            body = self.service.render(data, options)
-        except ImageError as exc:
-            code = 413 if "exceeds the limit" in str(exc) else 415
-            return self._error(code, str(exc))
-        except BackendError as exc:
-            log.error("%s", exc)
-            return self._error(503, f"inference failed: {exc}")
-        except Exception as exc:  # noqa: BLE001 - one bad request must not take the endpoint down
-            log.exception("image endpoint")
-            return self._error(500, f"internal error: {type(exc).__name__}")
-        self._reply(200, body, options.media_type)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime.serve.images", description=__doc__.split("\n\n")[0],
+                                epilog="See the module docstring (and README, 'Serve images') for examples.")  # fmt: skip
+    p.add_argument("-e", "--engine", required=True, help="engine file (.onnx, .plan) or Triton URL (grpc://HOST:PORT/MODEL)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only; "
+                   "0.0.0.0 exposes it to the network)")  # fmt: skip
+    p.add_argument("--port", "--image-port", dest="port", type=positive_int, default=DEFAULT_PORT,
+                   help=f"port (default {DEFAULT_PORT})")  # fmt: skip
+    add_backend_arguments(p)
+    p.add_argument("--threads", type=positive_int, help="inference threads of each engine instance (default: "
+                   "the cores shared out among --instances)")  # fmt: skip
+    p.add_argument("--instances", type=positive_int, default=1, help="copies of an in-process engine running "
+                   "at once, like Triton's instance groups (default 1)")  # fmt: skip
+    add_endpoint_arguments(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (uvicorn's too)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only: no access lines")
+    return p
 
 
-def make_handler(service: ImageService) -> type[ImageHandler]:
-    return type("BoundImageHandler", (ImageHandler,), {"service": service})
+def endpoint_argv(args: argparse.Namespace) -> list[str]:
+    """``add_endpoint_arguments``' values as command-line arguments again (for a child process)."""
+    argv: list[str] = []
+    for action in add_endpoint_arguments(argparse.ArgumentParser(add_help=False)):
+        value = getattr(args, action.dest, None)
+        if value is not None:
+            argv += [action.option_strings[0], str(value)]
+    return argv
 
 
-def start_image_server(service: ImageService, host: str, port: int) -> ThreadingHTTPServer:
-    """Bind (raises OSError when the port is taken) and serve in a daemon thread."""
-    server = ThreadingHTTPServer((host, port), make_handler(service))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="image-endpoint", daemon=True).start()
-    return server
+def read_token(path: Path) -> bytes:
+    """The bearer token from ``path``: one non-empty line. ValueError saying what is wrong; a file that other
+    users can read is refused (the token would not be secret)."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the token file: {getattr(exc, 'strerror', None) or exc}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(f"{path}: the token file is readable by other users; chmod 600 it")
+    if not text or "\n" in text or len(text) < 16:
+        raise ValueError(f"{path}: the token file must hold one line of at least 16 characters")
+    return text.encode("utf-8")
 
+
+def model_ready(url: str) -> bool:
+    """Whether the Triton model behind ``url`` (grpc://host:port/name) answers ready."""
+    from runtime.backends.triton import TritonUrl
+
+    target = TritonUrl.parse(url)
+    try:
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(target.host) as client:
+            return bool(client.is_model_ready(target.model))
+    except Exception:  # noqa: BLE001 - unreachable or not loaded: not ready, whatever the cause
+        return False
+
+
+def run(args: argparse.Namespace) -> int:
+    """Bind, open the engine, serve until SIGTERM/SIGINT; 0 after a clean stop, 2 when it could not start."""
+    from runtime.api import Remover
+    from runtime.render import MODES
+    from runtime.serve.app import ImageService, Limits, build_app
+    from runtime.serve.engine import RenderPool
+    from runtime.serve.server import ServerSettings, listen, serve
+
+    try:
+        token = read_token(args.token_file) if args.token_file else None
+        sock = listen(args.host, args.port, args.backlog)  # before the engine: a taken port fails at once
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: image endpoint {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    threads = args.threads or (max(1, (os.cpu_count() or 1) // args.instances) if args.instances > 1 else None)
+    removers: list[Remover] = []
+    try:
+        for _ in range(args.instances):
+            removers.append(Remover(args.engine, provider=args.provider, threads=threads, backend=args.backend,
+                                    precision=args.precision, max_pixels=args.max_pixels))  # fmt: skip
+            if removers[0].backend.name == "triton" and args.instances > 1:
+                raise BackendError(f"{args.engine}: --instances is for in-process engines (Triton has its own)")
+    except BackendError as exc:
+        for remover in removers:
+            remover.close()
+        sock.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    remover = removers[0]
+    pool = RenderPool(removers, args.max_active)
+    try:
+        settings = ServerSettings(args.host, args.port, args.backlog, args.max_connections, args.header_timeout,
+                                  args.keep_alive, args.drain_seconds)  # fmt: skip
+        ready = (lambda: model_ready(args.engine)) if remover.backend.name == "triton" else None
+        limits = Limits(args.max_body_mb << 20, args.max_queue, args.max_buffered_mb << 20, args.body_timeout)
+        service = ImageService(pool, limits, token=token, ready=ready)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        copies = f"{args.instances} x " if args.instances > 1 else ""
+        print(f"serving {copies}{remover.backend.describe()}: images http://{host}:{args.port}/v1/{{{','.join(MODES)}}} "
+              f"({pool.max_active} at once{', bearer token required' if token else ''})", file=sys.stderr, flush=True)
+
+        def stopping(name: str) -> None:
+            service.draining = True
+            log.info("%s: answering the %d requests in flight, then stopping", name, service.admitted)
+
+        serve(build_app(service), sock, settings, stopping)
+        return 0
+    finally:
+        pool.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(verbose=args.verbose, quiet=args.quiet)
+    if not args.verbose:
+        logging.getLogger("uvicorn").setLevel(logging.WARNING)
+        for noisy in ("tritonclient",):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

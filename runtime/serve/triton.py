@@ -1,4 +1,5 @@
-"""Bind one of the project's backends to a PyTriton server under the exported repository's name and I/O.
+"""Bind one of the project's backends to a PyTriton server under the exported repository's name and I/O,
+and start that server with its control APIs off (``new_triton``, ``start_triton``).
 
 Input ``image`` float32 (3, S, S) and output ``mask`` float32 (1, S, S) per request item, batched
 by Triton's dynamic batcher up to ``max_batch``; the preprocessing metadata is published as the
@@ -69,12 +70,66 @@ def _publish_parameters(triton: Any, name: str, params: dict[str, str]) -> None:
     """Add ``params`` to the generated ``config.pbtxt``.
 
     PyTriton 0.7.0 has no public hook for model-config parameters; its Model builds one
-    ``TritonModelConfig`` (cached) whose ``backend_parameters`` become ``parameters``. This is
+    ``TritonModelConfig`` (cached) whose ``backend_parameters`` become ``parameters``; with the model
+    repository written at bind time (``new_triton``) the config file is generated again. This is
     why the serve extra pins nvidia-pytriton exactly; a change there fails here with one line.
     """
     try:
-        models = [m for m in triton._model_manager.models if m.model_name == name]
-        config = models[0]._get_triton_model_config()
-        config.backend_parameters.update(params)
-    except (AttributeError, IndexError, TypeError) as exc:
+        model = next(m for m in triton._model_manager.models if m.model_name == name)
+        model._get_triton_model_config().backend_parameters.update(params)
+        store = triton._model_manager._model_store_path
+        if store is not None:  # the repository was written at bind time: write the config again
+            quiet = logging.getLogger("pytriton.models.model")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)  # its "config file is going to be overridden" warning
+            try:
+                model.generate_model(store)
+            finally:
+                quiet.setLevel(level)
+    except (AttributeError, StopIteration, TypeError) as exc:
         raise BackendError(f"this nvidia-pytriton cannot publish model parameters ({exc}); install 0.7.0") from None
+
+
+# --- starting Triton with its control APIs off ----------------------------------------------------------
+#
+# tritonserver takes the header that unlocks a restricted API only on its command line
+# (--http-restricted-api=APIS:KEY=VALUE, --grpc-restricted-protocol=...), which every local user can
+# read with `ps`: PyTriton's generated access token would guard nothing from them. So no token is made.
+# Instead the control APIs are restricted to a header *name* that no request can carry: HTTP/1.1 ends a
+# header name at its first colon, and gRPC resets an HTTP/2 stream whose header name holds one (both
+# checked against this tritonserver with raw clients). What `ps` shows is then no secret, only a lock
+# without a key. Model control runs in mode "none" as well: the model is loaded from the repository at
+# start-up and Triton refuses every load and unload, whoever asks. Inference, metadata, health,
+# model-config and statistics stay open, as the clients and the load test need them.
+CONTROL_APIS = ("shared-memory", "model-repository", "trace", "logging")
+UNSENDABLE_HEADER = "x-u2net-control:off=off"  # key "x-u2net-control:off" (a colon: no request can send it)
+
+
+def new_triton(config: Any, workspace: Any) -> Any:
+    """A PyTriton ``Triton`` that writes its model repository before tritonserver starts, without a token."""
+    from pytriton.triton import Triton, TritonLifecyclePolicy, TritonSecurityConfig
+
+    triton = Triton(config=config, workspace=workspace, security_config=TritonSecurityConfig(restricted_endpoints=[]),
+                    triton_lifecycle_policy=TritonLifecyclePolicy(launch_triton_on_startup=True,
+                                                                  local_model_store=True))  # fmt: skip
+    try:
+        server_config = triton._triton_server_config
+        server_config["model_control_mode"] = "none"
+        server_config["load_model"] = None  # only meaningful in explicit mode
+        restriction = f"{','.join(CONTROL_APIS)}:{UNSENDABLE_HEADER}"
+        server_config["http_restricted_api"] = restriction
+        server_config["grpc_restricted_protocol"] = restriction
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise BackendError(f"this nvidia-pytriton cannot be configured ({exc}); install 0.7.0") from None
+    return triton
+
+
+def start_triton(triton: Any) -> None:
+    """Start tritonserver (it loads the bound model from the repository) and wait until it is served."""
+    triton._run_server()
+    # PyTriton reads the logging API to warn about verbose logs; that API is off, so give it the defaults.
+    checker = getattr(triton, "_log_level_checker", None)
+    if checker is None or not hasattr(checker, "_log_settings"):
+        raise BackendError("this nvidia-pytriton cannot be started with its logging API off; install 0.7.0")
+    checker._log_settings = {}
+    triton.connect()
