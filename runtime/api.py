@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -43,6 +44,10 @@ from runtime.render import (
     fit_background,
     parse_color,
 )
+
+if TYPE_CHECKING:
+    from runtime.video.formats import VideoOptions
+    from runtime.video.process import FrameMask, VideoResult
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +227,28 @@ class Remover:
         options = options or RenderOptions()
         prepared = self.load_for(image, options)
         return self.output(prepared, self.predict(prepared.model_input[None])[0], options)
+
+    # --- video (runtime.video; PyAV is imported only here) ---
+
+    def video(self, source: str | os.PathLike, target: str | os.PathLike, options: RenderOptions | None = None,
+              video: VideoOptions | None = None) -> VideoResult:  # fmt: skip
+        """Cut out every frame of a clip into ``target`` (the CLI's video output for the same options: default a
+        VP9 WebM cutout with alpha, sound kept), atomically. ``video``: frames, format, smoothing
+        (``runtime.video.VideoOptions``). Raises ``runtime.video.source.VideoError`` when nothing could be
+        written; a clip damaged part-way gives its good frames and ``VideoResult.stopped`` says where."""
+        from runtime.video.process import process_video
+
+        self._require_open()
+        return process_video(self, source, target, options, video)
+
+    def video_frames(self, source: str | os.PathLike, video: VideoOptions | None = None) -> Iterator[FrameMask]:
+        """The kept frames of a clip with their masks (``FrameMask``: index, time, RGB image as displayed,
+        uint8 mask), decoded ahead on a thread, one batch in memory. With ``VideoOptions(smooth="off")``
+        each mask equals ``self.mask(item.image)``."""
+        from runtime.video.process import iter_frames
+
+        self._require_open()
+        return iter_frames(self, source, video)
 
     # --- the one load -> run -> render path, in the steps the file pipeline runs on its threads ---
 

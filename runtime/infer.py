@@ -3,6 +3,7 @@
     python -m runtime.infer --engine u2netp.onnx photos/ -o out             # cutouts (RGBA PNG)
     python -m runtime.infer --engine u2netp.onnx 'shots/**/*.jpg' --mode mask
     python -m runtime.infer --engine u2net.plan photos/ --mode composite --bg '#00ff00' --batch-size 16
+    python -m runtime.infer --engine u2netp.onnx clip.mp4                  # clip.webm: VP9 with alpha, sound kept
 
 Exit status: 0 all done, 1 some inputs failed (one line each on stderr), 2 unusable engine or options.
 """
@@ -25,6 +26,8 @@ from runtime.quiet import library_lines_filtered
 from runtime.render import COLOR_NAMES, COLOUR_PNG_LEVEL, FORMATS, MASK_PNG_LEVEL, MODES, Backdrop, RenderOptions
 from runtime.shard import Shard
 from runtime.signals import interrupted, sigterm_as_interrupt
+from runtime.video import FORMAT_CHOICES, SMOOTH_SETTINGS, VIDEO_FORMATS, VIDEO_SUFFIXES, VideoOptions, choose
+from runtime.video.formats import parse_frames
 
 log = logging.getLogger("runtime.infer")
 
@@ -83,16 +86,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="refuse larger images, checked from the file header before decoding "
                    "(decompression bombs); e.g. 100M or 1e8 (default: 100M)")
+    add_video_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a terminal)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
+def add_video_arguments(p: argparse.ArgumentParser) -> None:
+    """Options for video inputs; their choices come from ``runtime.video``'s tables."""
+    g = p.add_argument_group("video", f"video files ({', '.join(sorted(VIDEO_SUFFIXES))}, animated GIFs) become "
+                             "videos: frame count, timestamps, rotation and sound as the input's")
+    g.add_argument("--video-format", choices=FORMAT_CHOICES, default=VideoOptions.format,
+                   help="; ".join(f"{f.name}: {f.help}" for f in VIDEO_FORMATS.values()) + "; auto (default): "
+                   "cutouts webm, masks and composites the input's codec and container")
+    g.add_argument("--lossless", action="store_true",
+                   help="the codec's exact mode (auto: FFV1 in Matroska; webm: VP9 lossless; h264/hevc: lossless)")
+    g.add_argument("--frames", type=_frame_range, metavar="A:B", default=(0, None),
+                   help="only frames A..B-1 (counted from 0; A: or :B), e.g. for a preview; sound is cut to match")
+    g.add_argument("--frame-step", type=positive_int, default=1, metavar="N",
+                   help="every Nth frame of --frames (each keeps its time, so the preview plays at full speed)")
+    g.add_argument("--smooth", choices=SMOOTH_SETTINGS, default=VideoOptions.smooth,
+                   help="steady the mask over time where it barely changes (flicker), never where it moves "
+                   "(see the README's Video section for the measurements) (default: %(default)s)")
+    g.add_argument("--max-frames", type=positive_int, default=VideoOptions.max_frames, metavar="N",
+                   help="refuse videos with more frames (default: %(default)s)")
+
+
+def _frame_range(text: str) -> tuple[int, int | None]:
+    try:
+        return parse_frames(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _video_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> VideoOptions:
+    """Video options checked before any work: a format that cannot hold the mode (h264 cutouts) is a usage error."""
+    start, stop = args.frames
+    try:
+        video = VideoOptions(format=args.video_format, lossless=args.lossless, start=start, stop=stop,
+                             step=args.frame_step, smooth=args.smooth, max_frames=args.max_frames)  # fmt: skip
+        choose(args.mode, video, "input.mp4")
+    except ValueError as exc:
+        parser.error(f"--video-format: {exc}")
+    return video
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(verbose=args.verbose, quiet=args.quiet)
+    video = _video_options(args, parser)
     try:
         options = _render_options(args, parser)
     except ImageError as exc:
@@ -102,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("malloc keeps freed memory for reuse (--release-memory to hand it back)")
     with sigterm_as_interrupt(), library_lines_filtered():
         try:
-            return _run(args, options)
+            return _run(args, options, video)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM by way of sigterm_as_interrupt
             return interrupted(exc, f"outputs written so far are complete, in {args.output}")
 
@@ -121,7 +165,7 @@ def _render_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                          **({"background": background} if background else {}))  # fmt: skip
 
 
-def _run(args: argparse.Namespace, options: RenderOptions) -> int:
+def _run(args: argparse.Namespace, options: RenderOptions, video: VideoOptions) -> int:
     try:  # before the engine loads or any image is decoded: a wrong -o costs nothing
         atomic.check_writable(args.output)
     except OSError as exc:
@@ -139,7 +183,7 @@ def _run(args: argparse.Namespace, options: RenderOptions) -> int:
     with remover:
         pipeline = Pipeline(remover, args.output, options=options, skip_existing=args.skip_existing,
                             io_threads=args.io_threads, progress=not (args.no_progress or args.quiet),
-                            shard=args.shard)  # fmt: skip
+                            shard=args.shard, video=video)  # fmt: skip
         summary = pipeline.run(args.inputs)
     print(summary.line(), file=sys.stderr)
     return 1 if summary.failed else 0

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.io import IMAGE_SUFFIXES, UNDECODABLE_SUFFIXES
+from runtime.video.formats import VIDEO_SUFFIXES
 
 _GLOB_CHARS = frozenset("*?[")
-_CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNDECODABLE_SUFFIXES  # the latter are named by the reader, not skipped
+# UNDECODABLE_SUFFIXES are named by the reader, not skipped; videos go through runtime.video.
+_CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNDECODABLE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -176,11 +178,13 @@ def _found_for(arg: str, finder: _Finder) -> Iterator[_Found | Problem]:
         yield _Found(path, Path(path.name))
 
 
-def plan_jobs(inputs: Iterable[str], out_dir: str | os.PathLike, suffix: str) -> list[Job | Problem]:
+def plan_jobs(inputs: Iterable[str], out_dir: str | os.PathLike,
+              suffix: str | Callable[[Path], str]) -> list[Job | Problem]:  # fmt: skip
     """Files, folders (recursive, layout kept) and glob patterns -> jobs and problems, in input order.
 
     A file given by name becomes ``OUT_DIR/<name><suffix>``; files found in a folder or by a
     pattern keep their path relative to that folder (or the pattern's fixed leading folders).
+    ``suffix`` may be a function of the source (a video's output suffix depends on its container).
     """
     out_dir = Path(out_dir)
     finder = _Finder(out_dir)
@@ -198,7 +202,7 @@ def plan_jobs(inputs: Iterable[str], out_dir: str | os.PathLike, suffix: str) ->
         if real in done:  # the same file reached again (a folder and a file in it, a symlink, ...)
             continue
         done.add(real)
-        target = out_dir / item.relative.with_suffix(suffix)
+        target = out_dir / item.relative.with_suffix(suffix if isinstance(suffix, str) else suffix(item.source))
         target_real = target.resolve()
         if target_real in sources:
             plan.append(Problem(str(item.source), f"its output {target} would replace the input "

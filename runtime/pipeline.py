@@ -35,6 +35,7 @@ from runtime.inputs import Job, Problem, plan_jobs
 from runtime.io import ImageError, write_atomic
 from runtime.render import MODES, RenderOptions, is_complete
 from runtime.shard import Shard
+from runtime.video import VideoOptions, is_video, output_suffix
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ class Pipeline:
     ``options``: what each output is (mode, background, format; ``runtime.render.RenderOptions``).
     ``skip_existing`` skips inputs whose output is already a complete file of the format (a 0-byte,
     cut or foreign file there is made again, with one line saying so). ``on_error`` receives one
-    line per failed input (default: stderr).
+    line per failed input (default: stderr). Video files (and animated GIFs) among the inputs are cut one
+    after another after the images, each by ``runtime.video`` with ``video`` (frames, format, smoothing).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Pipeline:
         progress: bool = True,
         on_error: Callable[[str], None] | None = None,
         shard: Shard | None = None,
+        video: VideoOptions | None = None,
     ) -> None:
         if io_threads < 1:
             raise ValueError(f"io_threads must be >= 1, not {io_threads}")
@@ -98,6 +101,8 @@ class Pipeline:
         self.progress = progress
         self.on_error = on_error or _print_error
         self.shard = shard  # only this shard's inputs (runtime.shard); None: all of them
+        self.video = video or VideoOptions()
+        self._videos: set[Path] = set()  # planned sources that are videos
         self._cleaned: set[Path] = set()
         self._cleaned_lock = threading.Lock()
 
@@ -125,20 +130,30 @@ class Pipeline:
         """Process every input; one line per failure to ``on_error``; returns the counts."""
         from tqdm import tqdm
 
-        plan = plan_jobs(inputs, self.out_dir, self.options.suffix)
+        plan = plan_jobs(inputs, self.out_dir, self._suffix)
         if self.shard is not None:
             plan = list(self.shard.select(plan, self.out_dir))
+        videos = [item for item in plan if isinstance(item, Job) and item.source in self._videos]
         bar = tqdm(total=len(plan), unit="img", disable=None if self.progress else True, file=sys.stderr,
                    dynamic_ncols=True)
         run = _Run(self, Summary(out_dir=self.out_dir), bar)
         start = time.perf_counter()
         try:
-            run.process(plan)
+            run.process([item for item in plan if not (isinstance(item, Job) and item.source in self._videos)])
+            for job in videos:
+                run.video(job)
         finally:
             run.stop()
             bar.close()
         run.summary.seconds = time.perf_counter() - start
         return run.summary
+
+    def _suffix(self, source: Path) -> str:
+        """The output suffix of a planned source: the render format's, or for a video its container's."""
+        if not is_video(str(source)):
+            return self.options.suffix
+        self._videos.add(source)
+        return output_suffix(source, self.options.mode, self.video)
 
 
 class _Run:
@@ -181,6 +196,36 @@ class _Run:
                 self.bar.update()
             else:
                 self.loads.append((item, self.pool.submit(self.pipeline._load, item)))
+
+    def video(self, job: Job) -> None:
+        """One clip, whole, through ``runtime.video`` (which threads it itself); one line when it fails, and
+        when it stopped early at damage (the frames before it are written, and the clip counts as failed)."""
+        from runtime.video.process import process_video
+        from runtime.video.sink import is_complete as video_complete
+        from runtime.video.source import VideoError
+
+        if self.pipeline.skip_existing and os.path.lexists(job.target):
+            if video_complete(job.target):
+                self.summary.skipped += 1
+                self.bar.update()
+                return
+            log.warning("%s: the existing output is not a complete video; making it again", job.target)
+        self.pipeline._clean_folder(job.target.parent)
+        name = job.source.name
+        try:
+            result = process_video(self.pipeline.remover, job.source, job.target, self.pipeline.options,
+                                   self.pipeline.video, io_threads=self.pipeline.io_threads,
+                                   progress=lambda n: self.bar.set_postfix_str(f"{name}: frame {n}"))  # fmt: skip
+        except VideoError as exc:
+            self.fail(str(job.source), str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad clip must not stop the others
+            self.fail(str(job.source), f"cannot process: {type(exc).__name__}: {first_line(exc)}")
+        else:
+            if result.stopped:
+                self.fail(str(job.source), f"{result.stopped}; its first {result.frames} frames are in {job.target}")
+            else:
+                self.summary.ok += 1
+                self.bar.update()
 
     def already_done(self, job: Job) -> bool:
         """A complete output of the run's format is there; a broken one is said and made again."""
