@@ -54,8 +54,28 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+class _Process:
+    """What every server process here has: ``proc`` and its ``log`` file; ``stop`` sends a signal and waits."""
+
+    proc: subprocess.Popen
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # never leave it behind, even when the test fails
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
 @dataclass
-class Server:
+class Server(_Process):
     proc: subprocess.Popen
     name: str
     http: int
@@ -76,18 +96,6 @@ class Server:
     def image_url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.image}{path}"
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # never leave it behind, even when the test fails
-                self.proc.wait(10)
-        return self.proc.returncode
 
 
 def http_status(url: str, timeout: float = 5) -> int:
@@ -169,7 +177,7 @@ REMBG_START_TIMEOUT_S = 300  # rembg imports scipy, scikit-image and pymatting (
 
 
 @dataclass
-class HttpServer:
+class HttpServer(_Process):
     """A server process on a loopback port, with its log file; ``stop`` sends SIGTERM and waits."""
 
     proc: subprocess.Popen
@@ -180,18 +188,6 @@ class HttpServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 90) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
 
 
 def main_python() -> Path:
