@@ -4,6 +4,7 @@
     python -m runtime.infer --engine u2netp.onnx 'shots/**/*.jpg' --mode mask
     python -m runtime.infer --engine u2net.plan photos/ --mode composite --bg '#00ff00' --batch-size 16
     python -m runtime.infer --engine u2netp.onnx clip.mp4                  # clip.webm: VP9 with alpha, sound kept
+    python -m runtime.infer --engine u2netp.onnx s3://bucket/in -o s3://bucket/out --dask tcp://scheduler:8786
 
 Exit status: 0 all done, 1 some inputs failed (one line each on stderr), 2 unusable engine or options.
 """
@@ -15,10 +16,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from runtime import allocator, atomic
+from runtime import allocator, atomic, store
 from runtime.api import Remover
 from runtime.argtypes import int_in_range, pixel_count, positive_int
 from runtime.backends import BackendError, add_backend_arguments
+from runtime.bulk.cli import add_dask_arguments, run_from_args
 from runtime.io import DEFAULT_MAX_PIXELS, ImageError
 from runtime.logs import setup_logging
 from runtime.pipeline import IO_THREADS, Pipeline
@@ -40,11 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status: 0 ok, 1 some inputs failed, 2 unusable engine or options.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) or "
-                   "glob patterns such as 'photos/**/*.jpg' (quote them)")
+                   "glob patterns such as 'photos/**/*.jpg' (quote them); any of them may be a store URL "
+                   "(s3://, gs://, az://, file://, ...) with the protocol's extra installed")
     p.add_argument("-e", "--engine", required=True, help="model: .onnx (ONNX Runtime), .plan/.engine (TensorRT), "
                    "or a Triton server's grpc://HOST:PORT/MODEL or http://HOST:PORT/MODEL")
     p.add_argument("-o", "--output", default="out", metavar="OUT_DIR",
-                   help="output folder, created if needed (default: ./out)")
+                   help="output folder, created if needed, or a store URL such as s3://bucket/out (default: ./out)")
     p.add_argument("--mode", choices=MODES, default=RenderOptions.mode,
                    help="; ".join(f"{m.name}: {m.help}" for m in MODES.values()) + " (default: %(default)s)")
     p.add_argument("--bg", default="white", metavar="COLOR|IMAGE",
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse larger images, checked from the file header before decoding "
                    "(decompression bombs); e.g. 100M or 1e8 (default: 100M)")
     add_video_arguments(p)
+    add_dask_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a terminal)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors and the summary line")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -167,10 +171,19 @@ def _render_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 def _run(args: argparse.Namespace, options: RenderOptions, video: VideoOptions) -> int:
     try:  # before the engine loads or any image is decoded: a wrong -o costs nothing
-        atomic.check_writable(args.output)
+        out = store.location(args.output)
+        if isinstance(out, str):
+            store.check_writable(out)
+        else:
+            atomic.check_writable(out)
     except OSError as exc:
         print(f"error: -o {args.output}: cannot write there: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except store.StoreError as exc:
+        print(f"error: -o {args.output}: {str(exc).removeprefix(args.output + ': ')}", file=sys.stderr)
+        return 2
+    if args.dask:
+        return run_from_args(args, options, video)
     try:
         remover = Remover(args.engine, backend=args.backend, provider=args.provider, threads=args.threads,
                           batch_size=args.batch_size, max_pixels=args.max_pixels, precision=args.precision)

@@ -23,15 +23,17 @@ from pathlib import Path
 from runtime.io import IMAGE_SUFFIXES, UNDECODABLE_SUFFIXES
 from runtime.video.formats import VIDEO_SUFFIXES
 
-_GLOB_CHARS = frozenset("*?[")
+GLOB_CHARS = frozenset("*?[")
 # UNDECODABLE_SUFFIXES are named by the reader, not skipped; videos go through runtime.video.
-_CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNDECODABLE_SUFFIXES | VIDEO_SUFFIXES
+CANDIDATE_SUFFIXES = IMAGE_SUFFIXES | UNDECODABLE_SUFFIXES | VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)
 class Job:
-    source: Path
-    target: Path
+    """One input file and its output; either may be a store URL (a ``str``, ``runtime.store_inputs``)."""
+
+    source: Path | str
+    target: Path | str
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,9 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class _Found:
+class Found:
+    """A file an argument reached, and where its output goes below -o."""
+
     source: Path
     relative: Path  # where its output goes below -o (suffix replaced later)
 
@@ -55,10 +59,12 @@ def _reason(exc: OSError) -> str:
 class _Finder:
     """Walks folders and patterns; remembers every real folder searched so none is searched twice."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path | None) -> None:
         self.walked: set[tuple[int, int]] = set()  # folders whose files were listed, over all arguments
         self.unlistable: set[Path] = set()  # folders already reported (``**`` lists a folder twice: walk, match)
         try:  # the output folder is never searched for inputs
+            if out_dir is None:
+                raise FileNotFoundError  # the outputs go elsewhere (a store URL)
             st = out_dir.stat()
             self.out_id: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except OSError:
@@ -87,7 +93,7 @@ class _Finder:
                 yield Problem(str(folder), f"cannot list this folder: {_reason(exc)}; its files are not processed")
             return []
 
-    def walk(self, top: Path, base: Path, *, top_level: bool = True) -> Iterator[_Found | Problem]:
+    def walk(self, top: Path, base: Path, *, top_level: bool = True) -> Iterator[Found | Problem]:
         """Image files below ``top`` (hidden entries skipped), with paths relative to ``base``."""
         if not self._first_visit(top, self.walked, top=top_level):
             return
@@ -95,25 +101,25 @@ class _Finder:
             path = Path(top, entry.name)
             if _is_dir(entry):
                 yield from self.walk(path, base, top_level=False)
-            elif Path(entry.name).suffix.lower() in _CANDIDATE_SUFFIXES:
-                yield _Found(path, path.relative_to(base))
+            elif Path(entry.name).suffix.lower() in CANDIDATE_SUFFIXES:
+                yield Found(path, path.relative_to(base))
 
-    def glob(self, pattern: str) -> Iterator[_Found | Problem]:
+    def glob(self, pattern: str) -> Iterator[Found | Problem]:
         """Files matching ``pattern`` (``**`` = any depth), relative to its fixed leading folders.
 
         The pattern is normalised first, so ``in/*/../../other/*.jpg`` means ``other/*.jpg`` and
         every match lies below the folder its outputs are placed relative to.
         """
         parts = Path(os.path.normpath(pattern)).parts
-        fixed = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), len(parts))
+        fixed = next((i for i, part in enumerate(parts) if GLOB_CHARS & set(part)), len(parts))
         base = Path(*parts[:fixed]) if fixed else Path(".")
         for match in self._match(base, parts[fixed:], set()):
             if isinstance(match, Problem):
                 yield match
             elif match.is_dir():
                 yield from self.walk(match, base, top_level=False)
-            elif match.suffix.lower() in _CANDIDATE_SUFFIXES:
-                yield _Found(match, match.relative_to(base))
+            elif match.suffix.lower() in CANDIDATE_SUFFIXES:
+                yield Found(match, match.relative_to(base))
 
     def _match(self, folder: Path, parts: tuple[str, ...], seen: set[tuple[int, int]]) -> Iterator[Path | Problem]:
         if not parts:
@@ -129,7 +135,7 @@ class _Finder:
                     yield sub
                 else:
                     yield from self._match(sub, rest, set())
-        elif _GLOB_CHARS & set(head):
+        elif GLOB_CHARS & set(head):
             entries = (yield from self._entries(folder)) if folder.is_dir() else []
             for entry in entries:
                 if fnmatch.fnmatchcase(entry.name, head) and (not rest or _is_dir(entry)):
@@ -153,7 +159,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _found_for(arg: str, finder: _Finder) -> Iterator[_Found | Problem]:
+def _found_for(arg: str, finder: _Finder) -> Iterator[Found | Problem]:
     path = Path(arg)
     try:
         st = path.stat()
@@ -162,20 +168,28 @@ def _found_for(arg: str, finder: _Finder) -> Iterator[_Found | Problem]:
     except OSError as exc:  # e.g. a file inside an unsearchable folder
         yield Problem(arg, f"cannot access: {_reason(exc)}")
         return
-    if st is None and _GLOB_CHARS & set(arg):
+    if st is None and GLOB_CHARS & set(arg):
         found = list(finder.glob(arg))
         yield from found
-        if not any(isinstance(f, _Found) for f in found):
+        if not any(isinstance(f, Found) for f in found):
             yield Problem(arg, "no image files match this pattern")
     elif st is None:
         yield Problem(arg, "no such file or folder")
     elif path.is_dir():
         found = list(finder.walk(path, path))
         yield from found
-        if not any(isinstance(f, _Found) for f in found) and not any(isinstance(f, Problem) for f in found):
+        if not any(isinstance(f, Found) for f in found) and not any(isinstance(f, Problem) for f in found):
             yield Problem(arg, f"no image files in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
     else:
-        yield _Found(path, Path(path.name))
+        yield Found(path, Path(path.name))
+
+
+def find_files(inputs: Iterable[str], out_dir: Path | None) -> list[Found | Problem]:
+    """The files the arguments reach (each with its path relative to its folder or pattern) and the problems,
+    in input order, before any decision about outputs; ``out_dir`` is never searched. ``plan_jobs`` and the
+    store planner (``runtime.store_inputs``, for outputs that are URLs) both start here."""
+    finder = _Finder(out_dir)
+    return [item for arg in inputs for item in _found_for(arg, finder)]
 
 
 def plan_jobs(inputs: Iterable[str], out_dir: str | os.PathLike,
@@ -187,9 +201,8 @@ def plan_jobs(inputs: Iterable[str], out_dir: str | os.PathLike,
     ``suffix`` may be a function of the source (a video's output suffix depends on its container).
     """
     out_dir = Path(out_dir)
-    finder = _Finder(out_dir)
-    found = [item for arg in inputs for item in _found_for(arg, finder)]
-    sources = {f.source.resolve(): f.source for f in found if isinstance(f, _Found)}
+    found = find_files(inputs, out_dir)
+    sources = {f.source.resolve(): f.source for f in found if isinstance(f, Found)}
     out_real = out_dir.resolve()
     done: set[Path] = set()
     owners: dict[Path, Path] = {}  # resolved output -> its source

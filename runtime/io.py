@@ -21,7 +21,7 @@ from typing import BinaryIO
 import cv2
 import numpy as np
 
-from runtime import atomic, codecs
+from runtime import atomic, codecs, names
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: far above any camera, far below what would exhaust memory
 IMAGE_SUFFIXES = frozenset(
@@ -460,7 +460,7 @@ def _read_checked(source: str | os.PathLike | bytes, max_pixels: int) -> tuple[b
     """(the file's bytes, its header, its name for messages), after every check that needs no decoding."""
     in_memory = isinstance(source, bytes | bytearray | memoryview)
     name = "<bytes>" if in_memory else source
-    with _file_errors(name), io.BytesIO(source) if in_memory else open_regular(source) as f:
+    with _file_errors(name), io.BytesIO(source) if in_memory else _open_source(source) as f:
         info = _probe_file(f, name)
         if info.pixels > max_pixels:
             raise ImageError(
@@ -474,6 +474,19 @@ def _read_checked(source: str | os.PathLike | bytes, max_pixels: int) -> tuple[b
     elif info.format == "PNG":
         _check_png_complete(data, name)
     return data, info, name
+
+
+def _open_source(source: str | os.PathLike) -> BinaryIO:
+    """A local file (regular files only), or a store URL (``s3://...``, ``runtime.store``) read in ranged
+    blocks, so the header is checked before the body is fetched."""
+    if isinstance(source, str) and names.is_url(source):
+        from runtime import store
+
+        try:
+            return store.open_input(source)
+        except store.StoreError as exc:
+            raise ImageError(str(exc)) from None
+    return open_regular(source)
 
 
 def _reduction(info: ImageInfo, min_side: int) -> int:

@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import atomic
+from runtime import atomic, store
 from runtime.api import Prepared, Remover
 from runtime.errors import first_line
 from runtime.inputs import Job, Problem, plan_jobs
 from runtime.io import ImageError, write_atomic
 from runtime.render import MODES, RenderOptions, is_complete
 from runtime.shard import Shard
+from runtime.store_inputs import plan as plan_any
 from runtime.video import VideoOptions, is_video, output_suffix
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def images_alive(batch_size: int, io_threads: int = IO_THREADS) -> int:
     """The most decoded images a run holds at once: loads queued ahead, the batch at the engine, writes pending."""
     return 2 * batch_size + 2 * io_threads
 
-__all__ = ["IO_THREADS", "MODES", "Job", "Pipeline", "Problem", "Summary", "images_alive", "plan_jobs"]
+__all__ = ["IO_THREADS", "MODES", "Job", "Pipeline", "Problem", "Summary", "images_alive", "output_suffix_of",
+           "plan_jobs"]
 
 
 @dataclass
@@ -55,7 +57,7 @@ class Summary:
     failed: int = 0
     skipped: int = 0
     seconds: float = 0.0
-    out_dir: Path = field(default_factory=lambda: Path("out"))
+    out_dir: Path | str = field(default_factory=lambda: Path("out"))  # a str: a store URL
 
     @property
     def rate(self) -> float:
@@ -76,6 +78,9 @@ class Pipeline:
     cut or foreign file there is made again, with one line saying so). ``on_error`` receives one
     line per failed input (default: stderr). Video files (and animated GIFs) among the inputs are cut one
     after another after the images, each by ``runtime.video`` with ``video`` (frames, format, smoothing).
+    Inputs and ``out_dir`` may be store URLs (``s3://...``; ``runtime.store``): read with the header checked
+    before the body, written with one put per file. ``process(plan)`` runs jobs planned elsewhere (a Dask
+    worker's share of a run, ``runtime.bulk``).
     """
 
     def __init__(
@@ -94,7 +99,7 @@ class Pipeline:
         if io_threads < 1:
             raise ValueError(f"io_threads must be >= 1, not {io_threads}")
         self.remover = remover
-        self.out_dir = Path(out_dir)
+        self.out_dir = store.location(out_dir)  # a Path, or a store URL
         self.options = options or RenderOptions()
         self.skip_existing = skip_existing
         self.io_threads = io_threads
@@ -102,7 +107,7 @@ class Pipeline:
         self.on_error = on_error or _print_error
         self.shard = shard  # only this shard's inputs (runtime.shard); None: all of them
         self.video = video or VideoOptions()
-        self._videos: set[Path] = set()  # planned sources that are videos
+        self._kinds: dict[Path | str, bool] = {}  # planned sources: whether each is a video
         self._cleaned: set[Path] = set()
         self._cleaned_lock = threading.Lock()
 
@@ -113,6 +118,12 @@ class Pipeline:
 
     def _save(self, job: Job, loaded: Prepared, probability: np.ndarray) -> None:
         data = self.remover.output(loaded, probability, self.options)
+        if isinstance(job.target, str):  # a store: the whole file in one put, no temporary object
+            try:
+                store.publish(job.target, data)
+            except Exception as exc:  # noqa: BLE001 - any store's refusal is one line naming the object
+                raise ImageError(f"{job.target}: cannot write: {type(exc).__name__}: {first_line(exc)}") from None
+            return
         self._clean_folder(job.target.parent)
         write_atomic(job.target, data)
 
@@ -128,18 +139,22 @@ class Pipeline:
 
     def run(self, inputs: Iterable[str]) -> Summary:
         """Process every input; one line per failure to ``on_error``; returns the counts."""
-        from tqdm import tqdm
-
-        plan = plan_jobs(inputs, self.out_dir, self._suffix)
+        plan = plan_any(inputs, self.out_dir, self._suffix)
         if self.shard is not None:
             plan = list(self.shard.select(plan, self.out_dir))
-        videos = [item for item in plan if isinstance(item, Job) and item.source in self._videos]
+        return self.process(plan)
+
+    def process(self, plan: Sequence[Job | Problem]) -> Summary:
+        """Run planned jobs (images first, then videos) and report the problems; returns the counts."""
+        from tqdm import tqdm
+
+        videos = [item for item in plan if isinstance(item, Job) and self._is_video(item.source)]
         bar = tqdm(total=len(plan), unit="img", disable=None if self.progress else True, file=sys.stderr,
                    dynamic_ncols=True)
         run = _Run(self, Summary(out_dir=self.out_dir), bar)
         start = time.perf_counter()
         try:
-            run.process([item for item in plan if not (isinstance(item, Job) and item.source in self._videos)])
+            run.process([item for item in plan if not (isinstance(item, Job) and self._is_video(item.source))])
             for job in videos:
                 run.video(job)
         finally:
@@ -148,12 +163,24 @@ class Pipeline:
         run.summary.seconds = time.perf_counter() - start
         return run.summary
 
-    def _suffix(self, source: Path) -> str:
+    def _suffix(self, source: Path | str) -> str:
         """The output suffix of a planned source: the render format's, or for a video its container's."""
-        if not is_video(str(source)):
-            return self.options.suffix
-        self._videos.add(source)
-        return output_suffix(source, self.options.mode, self.video)
+        self._kinds[source] = is_video(str(source))
+        return output_suffix_of(source, self.options, self.video, clip=self._kinds[source])
+
+    def _is_video(self, source: Path | str) -> bool:
+        """Known from planning here; for jobs planned elsewhere, by name (and a GIF's frame count)."""
+        known = self._kinds.get(source)
+        return known if known is not None else isinstance(source, Path) and is_video(str(source))
+
+
+def output_suffix_of(source: Path | str, options: RenderOptions, video: VideoOptions, *,
+                     clip: bool | None = None) -> str:  # fmt: skip
+    """The output suffix a planned source gets: the render format's, or for a video (``clip``: known to be
+    one or not; None: look) its container's. ``Pipeline`` and the Dask client plan with it."""
+    if clip is None:
+        clip = is_video(str(source))
+    return output_suffix(source, options.mode, video) if clip else options.suffix
 
 
 class _Run:
@@ -229,9 +256,16 @@ class _Run:
 
     def already_done(self, job: Job) -> bool:
         """A complete output of the run's format is there; a broken one is said and made again."""
-        if not os.path.lexists(job.target):
+        if isinstance(job.target, str):  # a store object: its size, first and last bytes
+            try:
+                state = store.state(job.target, self.pipeline.options.format)
+            except Exception:  # noqa: BLE001 - cannot tell: make it again (a write error would then say why)
+                state = "missing"
+            if state != "partial":
+                return state == "complete"
+        elif not os.path.lexists(job.target):
             return False
-        if is_complete(job.target, self.pipeline.options.format):
+        elif is_complete(job.target, self.pipeline.options.format):
             return True
         log.warning("%s: the existing output is not a complete %s file; making it again",
                     job.target, self.pipeline.options.format.upper())  # fmt: skip
