@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   - create .venv, then run the whole chain on an embedded default
+#   make demo   - create .venv, then run the whole chain: on the official weights when they are on this
+#                 machine (python -m export.fetch u2net, or U2NET_WEIGHTS=FILE), else on an embedded default
 #   make test   - create .venv, then run ruff and the test suite
 PYTHON ?= python3
 VENV ?= .venv

@@ -95,7 +95,7 @@ def table(columns: dict[str, dict]) -> str:
 
 
 PRIOR = "centred prior"
-TARGET = {"max_f": 0.01, "mae": 0.005}  # the largest change a precision may make (README)
+TARGET = {"max_f": 0.01, "mae": 0.005}  # the largest change a precision may make (docs/backends.md)
 
 
 def parse_engine(text: str) -> tuple[str | Path, str | None, str | None]:
@@ -111,7 +111,7 @@ def open_remover(spec: str, args: argparse.Namespace) -> Remover:
                    precision=precision or args.precision)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", required=True, metavar="ENGINE[@BACKEND[:PRECISION]]",
@@ -127,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=positive_int, metavar="N", help="evaluate only the first N pairs")
     p.add_argument("--json", type=Path, help="write the results as one JSON object")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging(verbose=args.verbose, default=logging.WARNING)
 
     with sigterm_as_interrupt(), library_lines_filtered():

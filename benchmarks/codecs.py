@@ -157,7 +157,7 @@ def bench_encode(images: list[np.ndarray], rounds: int, with_pillow: bool) -> li
              "mb": float(np.mean(sizes[k])) / 1e6, "size_ratio": float(np.mean(sizes[k])) / b0} for k in rows]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.codecs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=3)
@@ -166,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--colours", nargs="+", choices=("visible", "exact"), default=["visible", "exact"],
                    help="cutout colours to encode (runtime.render.apply_cutout; default: both)")
     p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     print(hardware_header(), flush=True)
     pairs = make_photos(args.photos)
     results = bench_decode([j for j, _ in pairs], args.rounds)

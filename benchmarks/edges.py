@@ -185,7 +185,7 @@ def markdown(errors: dict[str, dict[str, float]], seconds: dict[str, float], cut
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.edges", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=positive_int, default=40, help="SOD photos used as foregrounds (default 40)")
@@ -199,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release-memory", action="store_true",
                    help="leave malloc at the C library's default, as runtime.infer --release-memory does")
     p.add_argument("--json", type=Path, help="write the results as one JSON object")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     kept = not args.release_memory and allocator.keep_freed_memory()  # as the CLI does; both sides share it
     print(hardware_header())
     print("Allocator: " + ("freed memory kept for reuse, as runtime.infer does" if kept

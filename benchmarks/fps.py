@@ -29,7 +29,7 @@ from runtime.preprocess import postprocess, preprocess
 log = logging.getLogger("benchmarks.fps")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.fps", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="u2net,u2netp", help="comma-separated variants (default: both)")
@@ -48,7 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write one object per row to this file")
     p.add_argument("--plot", type=Path, help="write a bar chart (PNG) to this file")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def time_row(runner, batch_sizes: list[int], images: list, args: argparse.Namespace) -> dict[int, tuple]:
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_sizes = [int(b) for b in (args.batch_sizes or ("1,4,8" if on_gpu else "1")).split(",")]
 
     print(hardware_header())
-    print(f"Input {args.size}×{args.size}; weights: {args.ckpt or 'random (speed only)'}; "
+    print(f"Input {args.size}×{args.size}; weights: {args.ckpt or (', '.join(args.engine) if args.engine else 'random (speed only)')}; "
           f"{args.seconds:g} s per measurement after {args.warmup} warm-up runs, {args.rounds} interleaved round(s)\n",
           flush=True)
     images = sample_images(max(batch_sizes))[0]

@@ -750,8 +750,9 @@ def agreement_table(cases: list[Case], serve_python: Path | None) -> list[str]:
     return [*rows, "", f"Disagreements: {len(disagreements)} of {len(cases)}", *disagreements]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.headers",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Tables are Markdown; the agreement table needs the repository's tests/ "
@@ -777,7 +778,11 @@ def main(argv: list[str] | None = None) -> int:
         default=SERVE_PYTHON,
         help="a second interpreter whose OpenCV also decodes the cases (default: %(default)s, if present)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.quick:
         args.repeat, args.budget, args.processes = 2, 0.05, 3
     width, height = (int(v) for v in args.size.lower().split("x"))

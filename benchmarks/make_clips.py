@@ -215,7 +215,7 @@ def speed_clip(path: str | Path, width: int, height: int, frames: int) -> Path:
     return write_clip(path, out, rate=30, options={"preset": "veryfast", "crf": "20"})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.make_clips", description=__doc__.split("\n\n")[0])
     p.add_argument("folder", type=Path)
     p.add_argument("--clips", type=positive_int, default=6)
@@ -223,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT (default: %(default)s)")
     p.add_argument("--synthetic", action="store_true", help="synthetic objects instead of the SOD photos")
     p.add_argument("--speed", action="store_true", help="one camera-like clip with sound (speed.mp4) instead")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     if args.speed:
         print(speed_clip(args.folder / f"speed_{height}p.mp4", width, height, args.frames))

@@ -162,7 +162,7 @@ def batches_table(engines: list[Path], backends: list[str], pixels: float, size:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", action="append", required=True, type=Path, help=".onnx engine (repeatable)")
@@ -174,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=("mask", "cutout"), default="cutout", help="mode of the batches table")
     p.add_argument("--available", type=float,
                    help="batches table: bytes of memory each run sees as available (default: the machine's)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tables = []
         if args.table in ("modes", "all"):

@@ -271,7 +271,7 @@ def small_photos(engine: Engine, n: int, work: Path, batch_size: int, rounds: in
             **{key: float(np.median([r[key] for r in per_round])) for key in per_round[0]}, "rounds": per_round}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", type=Path, help="U²-NetP weights to export (default: random weights; speed only)")
@@ -288,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--release-memory", action="store_true",
                    help="leave malloc at the C library's default, as runtime.infer --release-memory does")
     p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     # As the CLI does; rembg runs in this process too, so both sides get the same allocator.
     kept = not args.release_memory and allocator.keep_freed_memory()
 

@@ -63,7 +63,7 @@ log = logging.getLogger("benchmarks.serve")
 PLACEMENTS = ("standalone", "standalone-onnxruntime", "triton", "triton-inprocess")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--engine", type=Path, help="ONNX file (default: U²-NetP with random weights at --size)")
@@ -86,7 +86,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(repeatable; default standalone)")  # fmt: skip
     g.add_argument("--no-rembg", dest="rembg", action="store_false", help="leave rembg's server out")
     g.add_argument("--level-seconds", type=positive_float, default=900.0, help="time limit per level (900)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def percentiles(latencies_s: list[float]) -> dict[str, float]:

@@ -244,7 +244,7 @@ def print_smoothing(rows: list[dict], clips: int, frames: int, size: tuple[int, 
               f"{r['error_moving_edges']:.2f} | {r['lag_moving_edges']:.2f} | {r['error_all']:.2f} |")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.video", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--ckpt", type=Path, help="U²-NetP weights to export (default: random weights; speed only)")
@@ -257,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=positive_int, default=6, help="truth clips for --smoothing (default: %(default)s)")
     p.add_argument("--clip-frames", type=positive_int, default=60, help="frames per truth clip (default: %(default)s)")
     p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     print(hardware_header())
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="u2net-video-") as tmp:

@@ -4,12 +4,12 @@ Two forms, named by the engines they serve:
 
 - ``X.int8.onnx``: symmetric s8 activations and s8 per-channel weights, every zero point 0. This is
   what TensorRT's explicit quantization reads (TensorRT 11 has no calibrators). ONNX Runtime runs it
-  accurately but slowly; OpenVINO 2026.4 ran it fast but lost accuracy (measured, README).
+  accurately but slowly; OpenVINO 2026.4 ran it fast but lost accuracy (measured, docs/backends.md).
 - ``X.int8-ort.onnx``: u8 (asymmetric) activations, s8 per-channel weights: the CPU form, fast and
   accurate in both ONNX Runtime and OpenVINO.
 
 Calibration uses ``onnxruntime.quantization.quantize_static``. The method and the layers kept in
-FP32 were chosen by measured accuracy on held-out SOD photos (README, "Backends and precisions on a
+FP32 were chosen by measured accuracy on held-out SOD photos (docs/backends.md, "Backends and precisions on a
 CPU") and are recorded in each file's metadata (``u2net.int8.*``).
 """
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 FORMS = ("symmetric", "ort")
 METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_METHOD = "percentile"
-DEFAULT_PERCENTILE = 99.9  # measured: 99.999 left the symmetric U²-Net file 4x further from FP32 (README)
+DEFAULT_PERCENTILE = 99.9  # measured: 99.999 left the symmetric U²-Net file 4x further from FP32 (docs/backends.md)
 DEFAULT_CALIB_COUNT = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Kept in FP32: the 1x1 fusion of the six side maps and the sigmoid after it. The side logits span a

@@ -11,7 +11,6 @@ import copy
 import logging
 import os
 import warnings
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import onnx
@@ -20,7 +19,7 @@ from torch import nn
 
 from export.errors import ExportError
 from runtime import atomic
-from runtime.artifact import Artifact
+from runtime.artifact import PRODUCER, Artifact, project_version
 from runtime.errors import BackendError, first_line
 from runtime.preprocess import PreprocessSpec
 from train.model import U2Net
@@ -35,14 +34,6 @@ MAX_OPSET = 20  # the newest opset torch's TorchScript exporter supports
 # Smallest traced size: five ceil-mode poolings must not reach 1 px, or the trace would drop resizes
 # that larger inputs need (the model skips a resize whose input already has the target size).
 MIN_SIZE = 32
-PRODUCER = "u2net-toolkit"
-
-
-def project_version() -> str:
-    try:
-        return importlib_metadata.version(PRODUCER)
-    except importlib_metadata.PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:

@@ -4,7 +4,7 @@ glibc serves every allocation above 32 MB (a 12 MP photo's pixels are 36 MB, its
 with a fresh ``mmap`` and unmaps it on free, so each large photo pays the kernel to map, zero and
 unmap a few hundred MB; and blocks freed in one thread's arena are not reused by another thread's.
 With mmap and trimming off and one arena, every freed block is reused, whichever thread frees it.
-Measured on 12 MP cutouts (2-core Xeon, README "How it is fast"): kernel time 0.44-0.97 s -> 0.11-0.21 s per
+Measured on 12 MP cutouts (2-core Xeon, docs/runtime.md "How it is fast"): kernel time 0.44-0.97 s -> 0.11-0.21 s per
 6 photos, 0.23-0.27 -> 0.20-0.22 s per photo; the model's own speed is unchanged. The price: the
 process keeps its peak memory until it exits. That suits a batch job, so the CLI opts in
 (``python -m runtime.infer``); the library never changes the allocator of a program that imports it.

@@ -13,17 +13,27 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from importlib import metadata as importlib_metadata
 from typing import Any
 
 from runtime.errors import BackendError
 from runtime.preprocess import PreprocessSpec
 
+PRODUCER = "u2net-toolkit"  # the distribution name: ONNX producer_name, User-Agent, `u2net --version`
 METADATA_PREFIX = "u2net."  # ONNX metadata_props keys (and Triton config parameters)
 PRIMARY_OUTPUT = "mask"
 SIDE_FORMAT = "u2net-plan/2"  # side files before this key existed hold the ONNX props under "metadata"
 # Fields of old side files that belong to the TensorRT build (everything else was duplicated metadata).
 _OLD_BUILD_KEYS = ("strongly_typed", "profile", "workspace_bytes", "onnx", "tensorrt_version", "gpu_name",
                    "compute_capability", "build_seconds", "built_at")  # fmt: skip
+
+
+def project_version() -> str:
+    """The installed toolkit's version (``Artifact.version`` of what it writes)."""
+    try:
+        return importlib_metadata.version(PRODUCER)
+    except importlib_metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
 
 
 @dataclass(frozen=True)
@@ -228,4 +238,5 @@ def _checked(values: dict[str, Any], where: str | os.PathLike) -> Artifact:
     return Artifact(**values)
 
 
-__all__ = ["METADATA_PREFIX", "PRIMARY_OUTPUT", "Artifact", "BackendError", "TensorRTBuild"]
+__all__ = ["METADATA_PREFIX", "PRIMARY_OUTPUT", "PRODUCER", "Artifact", "BackendError", "TensorRTBuild",
+           "project_version"]

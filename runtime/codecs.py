@@ -1,6 +1,6 @@
 """The runtime's fast codecs: JPEG decoding through libjpeg-turbo, PNG writing through ISA-L / libdeflate.
 
-Chosen by measurement on 12 MP photos (README, "Codecs"); each keeps a guarantee of the OpenCV path
+Chosen by measurement on 12 MP photos (docs/runtime.md, "Codecs"); each keeps a guarantee of the OpenCV path
 it replaces, and OpenCV remains the fallback wherever a library is missing or declines a file:
 
 - ``decode_jpeg``: ``simplejpeg`` (libjpeg-turbo 3, the same decoder and settings as OpenCV's wheels:

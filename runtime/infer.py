@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png-level", type=int_in_range(0, 12), metavar="0-12",
                    help="PNG compression: 1-12 are libdeflate's levels, smaller and slower as they rise; 0 is "
                    "the fastest writer (ISA-L: about half the time of 1, colour files about 7%% larger); see the "
-                   f"README's codec tables (default: {COLOUR_PNG_LEVEL} for cutouts and composites, "
+                   f"codec tables in docs/runtime.md (default: {COLOUR_PNG_LEVEL} for cutouts and composites, "
                    f"{MASK_PNG_LEVEL} for masks)")
     p.add_argument("--quality", type=int_in_range(1, 100), default=RenderOptions.quality, metavar="1-100",
                    help="WebP quality; 100 = lossless (default: %(default)s)")
@@ -112,7 +112,7 @@ def add_video_arguments(p: argparse.ArgumentParser) -> None:
                    help="every Nth frame of --frames (each keeps its time, so the preview plays at full speed)")
     g.add_argument("--smooth", choices=SMOOTH_SETTINGS, default=VideoOptions.smooth,
                    help="steady the mask over time where it barely changes (flicker), never where it moves "
-                   "(see the README's Video section for the measurements) (default: %(default)s)")
+                   "(see docs/video.md for the measurements) (default: %(default)s)")
     g.add_argument("--max-frames", type=positive_int, default=VideoOptions.max_frames, metavar="N",
                    help="refuse videos with more frames (default: %(default)s)")
 

@@ -176,7 +176,7 @@ def apply_cutout(image: np.ndarray, mask: np.ndarray, *, colours: str = "origina
     - "exact": fully transparent pixels, which no viewer shows, are zeroed; the rest are exact;
     - "visible": each colour keeps only the bits its alpha lets show (``_visible_bits``), so a
       composite over any background stays within one level of "exact"'s, and the file writer's
-      default: semi-transparent backgrounds then compress to about half (README, "Codecs").
+      default: semi-transparent backgrounds then compress to about half (docs/runtime.md, "Codecs").
     """
     if colours not in CUTOUT_COLOURS:
         raise ValueError(f"colours must be one of {', '.join(CUTOUT_COLOURS)}, not {colours!r}")
@@ -310,7 +310,7 @@ class RenderOptions:
     libdeflate's fastest level; 2-12 are smaller and slower; 0 is the fastest writer (ISA-L), about
     half the encode time of 1 for colour files about 7 % larger. None, the default, picks per image:
     1 for colours, 0 for masks, where ISA-L is 2-6x faster than libdeflate's level 1 and still smaller
-    than OpenCV's zlib level 1 (README, "Codecs"). ``quality``: WebP, 1-100, 100 = lossless.
+    than OpenCV's zlib level 1 (docs/runtime.md, "Codecs"). ``quality``: WebP, 1-100, 100 = lossless.
     """
 
     mode: str = "cutout"

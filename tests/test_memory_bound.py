@@ -1,4 +1,4 @@
-"""Peak memory does not grow with the number of batches (README "Safe batch runs", rule 4).
+"""Peak memory does not grow with the number of batches (docs/runtime.md "Safe batch runs", rule 4).
 
 The memory rule (``runtime.memory.cpu_batch_limit``) lets one batch's activations take
 ``MEMORY_SHARE`` of the memory available. Before ``enable_mem_pattern = False`` ONNX Runtime held the

@@ -56,7 +56,7 @@ class ConfigError(Exception):
     """Options that cannot work together; the message is one line."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train",
         description="Train U²-Net / U²-NetP (sum of BCE over the fused and six side outputs, Adam 1e-3).",
@@ -94,7 +94,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true", help="refuse to train when any data pair has a problem")
     p.add_argument("--sync-bn", action="store_true", help="synchronised batch norm across processes (DDP only)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="where to train")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def check_args(args: argparse.Namespace) -> None:

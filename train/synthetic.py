@@ -175,7 +175,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int =
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train.synthetic",
         description="Write a synthetic salient-object data set (images/*.jpg + masks/*.png), reproducible by seed.",
@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", required=True, type=int, help="number of image/mask pairs")
     parser.add_argument("--seed", type=int, default=0, help="data set seed (default 0); use another for held-out data")
     parser.add_argument("--size", type=int, default=320, help="square image side in pixels (default 320)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
     if args.n < 1 or args.size < 16:
         print("error: --n must be >= 1 and --size >= 16", file=sys.stderr)

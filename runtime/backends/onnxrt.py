@@ -83,7 +83,7 @@ class OnnxRuntimeBackend(Backend):
             # chunks and the block does not fit in them, so from the second batch on the process holds
             # both: peak RSS twice what one batch needs (U²-NetP 320, batch 8: 2.07 GiB after one batch,
             # 4.03 GiB after two). Without it the arena's chunks are reused by every later batch (flat
-            # 2.07-2.40 GiB), at the same speed (README "Safe batch runs"; benchmarks/memory.py).
+            # 2.07-2.40 GiB), at the same speed (docs/runtime.md "Safe batch runs"; benchmarks/memory.py).
             options.enable_mem_pattern = False
         wanted = PROVIDERS[self.provider]
         try:

@@ -1,6 +1,6 @@
 """OpenVINO backend (CPU): the project's ONNX files, FP32, BF16 or their INT8 Q/DQ form.
 
-Settings, each set on purpose (measured on 2-core CPUs, README "Backends and precisions on a CPU"):
+Settings, each set on purpose (measured on 2-core CPUs, docs/backends.md):
 
 - ``INFERENCE_PRECISION_HINT`` is always explicit. OpenVINO's own default on a CPU with BF16 hardware
   is bf16, so "fp32" would otherwise silently run BF16. ``precision=None`` picks BF16 where the CPU
@@ -95,7 +95,7 @@ def fastest_on_this_cpu(path: Path, provider: str | None) -> bool:
     installed: yes for the u8/s8 INT8 file (OpenVINO's INT8 kernels beat ONNX Runtime's at the same
     accuracy), and for FP32/FP16 files where the CPU has native BF16, which OpenVINO then runs. No for
     the symmetric s8/s8 file (OpenVINO 2026.4 lost 0.018 MAE on it here; it is TensorRT's form) and for
-    FP32 without native BF16 (no faster than ONNX Runtime). README, "Backends and precisions on a CPU".
+    FP32 without native BF16 (no faster than ONNX Runtime). docs/backends.md.
     """
     if provider not in (None, "cpu") or importlib.util.find_spec("openvino") is None:
         return False

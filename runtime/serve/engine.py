@@ -27,7 +27,7 @@ SERVER_ACTIVE = 8  # a Triton server: enough requests in flight for its dynamic 
 
 
 def default_active(remover: Remover) -> int:
-    """Images worked on at once: two for an in-process engine (measured: README), eight for a Triton URL."""
+    """Images worked on at once: two for an in-process engine (measured: docs/serving.md), eight for a Triton URL."""
     return SERVER_ACTIVE if remover.backend.name == "triton" else LOCAL_ACTIVE
 
 

@@ -70,7 +70,7 @@ def add_endpoint_arguments(p: argparse.ArgumentParser) -> list[argparse.Action]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.serve.images", description=__doc__.split("\n\n")[0],
-                                epilog="See the module docstring (and README, 'Serve images') for examples.")  # fmt: skip
+                                epilog="See the module docstring (and docs/serving.md) for examples.")  # fmt: skip
     p.add_argument("-e", "--engine", required=True, help="engine file (.onnx, .plan) or Triton URL (grpc://HOST:PORT/MODEL)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only; "
                    "0.0.0.0 exposes it to the network)")  # fmt: skip

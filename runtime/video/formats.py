@@ -70,7 +70,7 @@ class VideoFormat:
 
 
 _X264 = {"preset": "veryfast", "crf": "18"}
-# Real-time VP9: about 3x the speed of "good" at speed 8 for files ~1.6x larger (README, Video); crf 30 keeps
+# Real-time VP9: about 3x the speed of "good" at speed 8 for files ~1.6x larger (docs/video.md); crf 30 keeps
 # edges clean, and the alpha plane (a second VP9 stream) gets the same quantiser.
 _VP9 = {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "crf": "30", "b": "0"}
 

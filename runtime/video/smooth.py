@@ -9,7 +9,7 @@ does not open the gate. A moving edge changes the mask by far more than ``band``
 0.3 ms a frame), before the mask is resized to the frame, and needs no optical flow.
 
 The settings and the default were chosen by measuring clips whose truth is known
-(``python -m benchmarks.video --smoothing ENGINE``; README, Video): SOD objects moving over panning
+(``python -m benchmarks.video --smoothing ENGINE``; docs/video.md): SOD objects moving over panning
 backgrounds, a SOD-trained U²-NetP. Against no smoothing, "medium" (the default) cut the mask's
 frame-to-frame change where the truth is still to 0.74x, moved the masks on moving edges by 5 levels
 and raised their error against the truth by 0.1 level (of 107); "high" reached 0.69x for 7 levels, and a
