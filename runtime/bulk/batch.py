@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -166,10 +165,6 @@ class _Collect(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def _place(text: str) -> Path | str:
-    return text if store.is_store_url(text) else Path(text)
-
-
 def process_batch(pairs: Sequence[tuple[str, str]], engine: EngineSpec, settings: RunSettings) -> BatchResult:
     """Make the output of each (source, target) pair (local paths or store URLs, as planned by the client);
     one line per failed file in ``errors``. Raises ``EngineUnusable`` when the engine cannot run here."""
@@ -187,7 +182,7 @@ def process_batch(pairs: Sequence[tuple[str, str]], engine: EngineSpec, settings
         runtime_log.addHandler(collect)
         start = time.perf_counter()
         try:
-            summary = pipeline.process([Job(_place(source), _place(target)) for source, target in pairs])
+            summary = pipeline.process([Job(store.location(source), store.location(target)) for source, target in pairs])
         finally:
             runtime_log.removeHandler(collect)
         return BatchResult(summary.ok, summary.failed, summary.skipped, errors, collect.lines,
